@@ -1,0 +1,389 @@
+"""The `shipyard` command line: parse, call the library, print.
+
+Every listing takes `--json`. Exit codes: 0 success, 1 a check found the bundle fragile or an
+unexpected failure, 2 bad input (including an unreachable registry), 3 not found,
+4 conflict, 5 fragile bundle refused, 6 a framework is not installed.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+from rich.table import Table
+
+from shipyard.errors import ShipyardError
+from shipyard.settings import Settings
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+class Context:
+    def __init__(self, overrides: dict[str, Any]) -> None:
+        self.overrides = overrides
+        self._settings: Settings | None = None
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            self._settings = Settings.load(self.overrides)
+        return self._settings
+
+    @contextmanager
+    def registry(self) -> Iterator[Any]:
+        from shipyard.registry.registry import Registry
+
+        registry = Registry.open(self.settings)
+        try:
+            yield registry
+        finally:
+            registry.close()
+
+
+pass_context = click.make_pass_decorator(Context)
+
+
+def emit_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, default=str))
+
+
+@contextmanager
+def progress_bar(label: str, enabled: bool) -> Iterator[Callable[[int, int], None] | None]:
+    """A transfer progress bar on stderr, or None when output is for scripts."""
+    if not enabled or not err_console.is_terminal:
+        yield None
+        return
+    with Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
+                  TransferSpeedColumn(), console=err_console, transient=True) as bar:
+        task = bar.add_task(label, total=None)
+
+        def update(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        yield update
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="shipyard")
+@click.option("--home", type=click.Path(path_type=Path), default=None,
+              help="Folder for the default registry and store [env SHIPYARD_HOME].")
+@click.option("--database-url", default=None,
+              help="Registry database URL [env SHIPYARD_DATABASE_URL].")
+@click.option("--store-url", default=None, help="Artifact store URL [env SHIPYARD_STORE_URL].")
+@click.option("--actor", default=None, help="Who the audit log records [env SHIPYARD_ACTOR].")
+@click.pass_context
+def cli(ctx: click.Context, home: Path | None, database_url: str | None,
+        store_url: str | None, actor: str | None) -> None:
+    """shipyard: package, register, serve, roll out and roll back models."""
+    ctx.obj = Context({"home": home, "database_url": database_url, "store_url": store_url,
+                       "actor": actor})
+
+
+# -- bundles -----------------------------------------------------------------------------------
+
+@cli.command()
+@click.argument("dest", type=click.Path(path_type=Path))
+@click.option("--name", required=True, help="Model name (lowercase, digits, . _ -).")
+@click.option("--owner", required=True, help="'Name <contact>' of who answers for the model.")
+def init(dest: Path, name: str, owner: str) -> None:
+    """Scaffold a bundle folder with custom loading, pre- and postprocessing code."""
+    from shipyard import api
+
+    api.init(dest, name=name, owner=owner)
+    console.print(f"Created {dest}. Edit code/ and shipyard.yaml, then run "
+                  f"`shipyard package {dest}`.")
+
+
+@cli.command("package")
+@click.argument("folder", type=click.Path(path_type=Path))
+@click.option("--data", type=click.Path(path_type=Path), default=None,
+              help="CSV or Parquet evaluation data (profile and metrics).")
+@click.option("--target", default=None, help="Label column in --data.")
+@click.option("--threshold", "thresholds", multiple=True, metavar="METRIC=VALUE",
+              help="A threshold the metric must meet, e.g. accuracy=0.9 (repeatable).")
+@click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
+def package_cmd(folder: Path, data: Path | None, target: str | None,
+                thresholds: tuple[str, ...], as_json: bool) -> None:
+    """Finish a bundle folder: hashes, pinned dependencies, schema, profile, metrics."""
+    from shipyard import api
+
+    parsed = {}
+    for item in thresholds:
+        metric, sep, value = item.partition("=")
+        try:
+            parsed[metric.strip()] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep:
+            raise click.BadParameter(f"Got {item!r}. Expected METRIC=NUMBER.",
+                                     param_hint="--threshold")
+    manifest = api.finish(folder, data=data, target=target, thresholds=parsed)
+    if as_json:
+        emit_json(manifest.model_dump(mode="json", by_alias=True, exclude_none=True))
+    else:
+        console.print(f"Packaged {manifest.name}:{manifest.version} in {folder} "
+                      f"({len(manifest.artifacts)} artifact files).")
+
+
+@cli.command("check")
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print findings as JSON.")
+@pass_context
+def check_cmd(ctx: Context, bundle: Path, as_json: bool) -> None:
+    """List every missing or inconsistent item; exit 1 when the bundle is fragile."""
+    from shipyard import api
+    from shipyard.bundle.check import is_fragile
+
+    findings = api.check(bundle, trusted_keys=ctx.settings.trusted_keys)
+    fragile = is_fragile(findings)
+    if as_json:
+        emit_json({"bundle": str(bundle), "fragile": fragile,
+                   "findings": [f.to_dict() for f in findings]})
+    else:
+        print_findings(findings)
+        console.print("[red]fragile[/red]: fix the errors above before deploying." if fragile
+                      else "[green]ready[/green]: no errors.")
+    sys.exit(1 if fragile else 0)
+
+
+def print_findings(findings: list[Any]) -> None:
+    if not findings:
+        return
+    table = Table("severity", "code", "message", "where")
+    colours = {"error": "red", "warning": "yellow", "info": "cyan"}
+    for f in findings:
+        table.add_row(f"[{colours[f.severity]}]{f.severity}[/]", f.code,
+                      f.message + (f"\n[dim]{f.hint}[/dim]" if f.hint else ""), f.where)
+    console.print(table)
+
+
+@cli.command()
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.option("--key", "key_path", required=True, type=click.Path(path_type=Path),
+              help="ed25519 private key (PEM) from `shipyard keygen`.")
+def sign(bundle: Path, key_path: Path) -> None:
+    """Sign a bundle's manifest with an ed25519 key."""
+    from shipyard.bundle import signing
+
+    fingerprint = signing.sign(bundle, key_path)
+    console.print(f"Signed {bundle} with key {fingerprint}.")
+
+
+@cli.command()
+@click.argument("prefix", type=click.Path(path_type=Path))
+def keygen(prefix: Path) -> None:
+    """Write an ed25519 key pair PREFIX.pem (private) and PREFIX.pub.pem (public)."""
+    from shipyard.bundle import signing
+
+    fingerprint = signing.generate_keypair(prefix.with_suffix(".pem"),
+                                           prefix.with_suffix(".pub.pem"))
+    console.print(f"Wrote {prefix}.pem and {prefix}.pub.pem (key {fingerprint}). Keep the "
+                  "private key secret; list the public one in trusted_keys.")
+
+
+# -- registry ----------------------------------------------------------------------------------
+
+@cli.command()
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.option("--allow-fragile", is_flag=True,
+              help="Register a bundle with error findings (recorded in the audit log).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@pass_context
+def push(ctx: Context, bundle: Path, allow_fragile: bool, as_json: bool) -> None:
+    """Check and register a bundle as an immutable version."""
+    from shipyard import api
+
+    with progress_bar("pushing", not as_json) as update:
+        result = api.push(bundle, settings=ctx.settings, allow_fragile=allow_fragile,
+                          progress=update)
+    if as_json:
+        emit_json(result.to_dict())
+    elif result.created:
+        console.print(f"Registered {result.name}:{result.version} ({result.digest[:12]}).")
+    else:
+        console.print(f"{result.name}:{result.version} is already registered with identical "
+                      "content; nothing to do.")
+
+
+@cli.command("list")
+@click.argument("name", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@pass_context
+def list_cmd(ctx: Context, name: str | None, as_json: bool) -> None:
+    """List models, or the versions of one model."""
+    with ctx.registry() as registry:
+        rows = [r.to_dict() for r in (registry.versions(name) if name else registry.models())]
+    if as_json:
+        emit_json(rows)
+        return
+    if not rows:
+        console.print("No models registered yet. Register one with `shipyard push BUNDLE`.")
+        return
+    table = Table(*rows[0].keys())
+    for row in rows:
+        table.add_row(*(_cell(v) for v in row.values()))
+    console.print(table)
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, dict | list):
+        return json.dumps(value, default=str)
+    return "" if value is None else str(value)
+
+
+@cli.command()
+@click.argument("ref")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@pass_context
+def show(ctx: Context, ref: str, as_json: bool) -> None:
+    """Show a version: manifest, evaluation report, owner and checks."""
+    from shipyard.bundle.check import check_manifest
+    from shipyard.bundle.manifest import Manifest
+
+    with ctx.registry() as registry:
+        record = registry.resolve(ref)
+        aliases = registry.aliases(record.name)
+    manifest = Manifest.from_text(record.manifest_yaml)
+    findings = check_manifest(manifest)
+    data = {**record.to_dict(), "aliases": [a for a, v in aliases.items() if v == record.version],
+            "manifest": manifest.model_dump(mode="json", by_alias=True, exclude_none=True),
+            "findings": [f.to_dict() for f in findings]}
+    if as_json:
+        emit_json(data)
+        return
+    console.print(f"[bold]{manifest.name}:{manifest.version}[/bold]  {manifest.description}")
+    console.print(f"owner: {manifest.owner}   runtime: {manifest.runtime.kind}   "
+                  f"digest: {record.digest[:12]}   aliases: {', '.join(data['aliases']) or '-'}")
+    if manifest.evaluation:
+        table = Table("metric", "value", "threshold", title=f"evaluation: "
+                      f"{manifest.evaluation.data} ({manifest.evaluation.rows} rows)")
+        for m in manifest.evaluation.metrics:
+            table.add_row(m.name, f"{m.value:.4f}", "" if m.threshold is None else
+                          f"{'>=' if m.higher_is_better else '<='} {m.threshold:g}")
+        console.print(table)
+    print_findings(findings)
+
+
+@cli.command()
+@click.argument("name")
+@click.argument("alias", required=False)
+@click.argument("version", required=False)
+@click.option("--history", is_flag=True, help="Show how the aliases moved.")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@pass_context
+def alias(ctx: Context, name: str, alias: str | None, version: str | None, history: bool,
+          as_json: bool) -> None:
+    """Point ALIAS of model NAME at VERSION, or list the aliases of NAME."""
+    with ctx.registry() as registry:
+        if alias and version:
+            registry.set_alias(name, alias, version)
+            if not as_json:
+                console.print(f"{name}@{alias} -> {version}")
+        if history:
+            rows = [e.to_dict() for e in registry.alias_history(name, alias)]
+        else:
+            rows = [{"alias": a, "version": v} for a, v in registry.aliases(name).items()]
+    if as_json:
+        emit_json(rows)
+    elif not (alias and version) or history:
+        table = Table(*(rows[0].keys() if rows else ["alias", "version"]))
+        for row in rows:
+            table.add_row(*(_cell(v) for v in row.values()))
+        console.print(table)
+
+
+@cli.command()
+@click.argument("ref")
+@click.argument("dest", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@pass_context
+def pull(ctx: Context, ref: str, dest: Path, as_json: bool) -> None:
+    """Write the bundle of REF (NAME:VERSION or NAME@ALIAS) to DEST."""
+    from shipyard import api
+
+    with progress_bar("pulling", not as_json) as update:
+        path = api.pull(ref, dest, settings=ctx.settings, progress=update)
+    if as_json:
+        emit_json({"ref": ref, "path": str(path)})
+    else:
+        console.print(f"Pulled {ref} into {path}.")
+
+
+@cli.group(invoke_without_command=True)
+@click.option("--limit", default=50, show_default=True, help="Most recent entries to show.")
+@click.option("--target", default=None, help="Only entries about this target.")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@click.pass_context
+def audit(click_ctx: click.Context, limit: int, target: str | None, as_json: bool) -> None:
+    """Read the audit log: who did what, when, from where."""
+    if click_ctx.invoked_subcommand is not None:
+        return
+    ctx: Context = click_ctx.obj
+    with ctx.registry() as registry:
+        rows = [e.to_dict() for e in registry.audit(limit=limit, target=target)]
+    if as_json:
+        emit_json(rows)
+        return
+    table = Table("when", "actor", "action", "target", "origin", "details")
+    for row in rows:
+        table.add_row(str(row["at"])[:19], row["actor"], row["action"], row["target"],
+                      row["origin"], _cell(row.get("details")))
+    console.print(table)
+
+
+@audit.command("verify")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@pass_context
+def audit_verify(ctx: Context, as_json: bool) -> None:
+    """Check the audit log's hash chain; exit 1 if an entry was altered or removed."""
+    with ctx.registry() as registry:
+        result = registry.verify_audit()
+    data = result.to_dict()
+    if as_json:
+        emit_json(data)
+    else:
+        console.print("audit chain intact" if data["ok"] else f"audit chain BROKEN: {data}")
+    sys.exit(0 if data["ok"] else 1)
+
+
+@cli.command()
+@click.option("--home", "demo_home", type=click.Path(path_type=Path), default=None,
+              help="Where the demo keeps its registry (default: a fresh temporary folder).")
+def demo(demo_home: Path | None) -> None:
+    """Train, package, check and register a real model end to end."""
+    from shipyard.demo import run
+
+    run(demo_home, console)
+
+
+def main() -> None:
+    """Entry point: map shipyard errors to their exit codes and one-line messages."""
+    try:
+        cli.main(standalone_mode=False)
+    except ShipyardError as exc:
+        err_console.print(f"[red]error[/red]: {exc.message}", highlight=False)
+        if exc.hint:
+            err_console.print(f"[dim]hint: {exc.hint}[/dim]", highlight=False)
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        err_console.print("aborted")
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(2 if isinstance(exc, click.UsageError) else exc.exit_code)
+    except SystemExit:
+        raise
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

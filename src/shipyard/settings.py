@@ -1,0 +1,129 @@
+"""The one settings object, built at the edge and passed down.
+
+Weights, rising: defaults < config file (`$SHIPYARD_HOME/config.yaml`) < `SHIPYARD_*`
+environment variables < explicit overrides (CLI flags). Nothing here runs at import time.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import socket
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from shipyard.errors import ConfigError
+
+
+def _default_home() -> Path:
+    return Path("~/.shipyard").expanduser()
+
+
+class Settings(BaseModel):
+    """Every setting shipyard reads. Each field is documented in docs/settings.md."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    home: Path = Field(
+        default_factory=_default_home,
+        description="Folder for the default SQLite registry, artifact store and cache.",
+    )
+    database_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL of the registry database; default SQLite under `home`.",
+    )
+    store_url: str | None = Field(
+        default=None,
+        description="Artifact store: a local folder or an fsspec URL; default `home/store`.",
+    )
+    actor: str | None = Field(
+        default=None,
+        description="Who is recorded in the audit log; default the operating-system user.",
+    )
+    trusted_keys: list[Path] = Field(
+        default_factory=list,
+        description="ed25519 public keys (PEM); when set, every load requires a valid signature.",
+    )
+    db_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="Seconds to wait for a locked or slow registry database before failing.",
+    )
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.home / 'registry.db'}"
+
+    @property
+    def resolved_store_url(self) -> str:
+        return self.store_url or str(self.home / "store")
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.home / "cache"
+
+    @property
+    def resolved_actor(self) -> str:
+        if self.actor:
+            return self.actor
+        try:
+            user = getpass.getuser()
+        except (KeyError, OSError):
+            user = "unknown"
+        return user
+
+    @property
+    def origin(self) -> str:
+        """Where a write comes from, for the audit log."""
+        return f"{socket.gethostname()} pid={os.getpid()}"
+
+    @classmethod
+    def load(
+        cls,
+        overrides: Mapping[str, Any] | None = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> Settings:
+        """Build settings from the config file, the environment and explicit overrides."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        home = Path(env.get("SHIPYARD_HOME", "~/.shipyard")).expanduser()
+        if overrides and overrides.get("home"):
+            home = Path(str(overrides["home"])).expanduser()
+        config_file = home / "config.yaml"
+        if config_file.is_file():
+            try:
+                loaded = yaml.safe_load(config_file.read_text()) or {}
+            except yaml.YAMLError as exc:
+                raise ConfigError(
+                    f"Could not parse {config_file}: {exc}.", hint="Fix the YAML syntax."
+                ) from exc
+            if not isinstance(loaded, dict):
+                raise ConfigError(
+                    f"Got {type(loaded).__name__} in {config_file}. Expected a mapping.",
+                    hint="Write settings as `key: value` lines.",
+                )
+            values.update(loaded)
+        for name in cls.model_fields:
+            key = f"SHIPYARD_{name.upper()}"
+            if key in env:
+                raw: Any = env[key]
+                if name == "trusted_keys":
+                    raw = [p for p in raw.split(os.pathsep) if p]
+                values[name] = raw
+        values["home"] = home
+        for key, value in (overrides or {}).items():
+            if value is not None:
+                values[key] = value
+        try:
+            return cls(**values)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            field = ".".join(str(p) for p in first["loc"])
+            raise ConfigError(
+                f"Setting {field!r}: {first['msg']}.",
+                hint="See docs/settings.md for every setting and its allowed values.",
+            ) from exc
