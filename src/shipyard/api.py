@@ -18,6 +18,7 @@ from shipyard.bundle import build, evaluation
 from shipyard.bundle.check import Finding, finding, is_fragile, static_findings
 from shipyard.bundle.manifest import Code, Features, Manifest, Owner, RuntimeSpec, Schema
 from shipyard.bundle.profile import build_profile
+from shipyard.bundle.samples import example_rows, example_rows_for_schema
 from shipyard.bundle.schema import check_outputs, infer_inputs, infer_outputs, to_batch
 from shipyard.errors import BundleError, ManifestError, ShipyardError
 from shipyard.registry.registry import PushResult, Registry
@@ -172,7 +173,7 @@ def finish(folder: str | Path, *, data: Any = None, target: str | None = None,
         else:
             sample = frame
     else:
-        sample = _synthetic_rows(manifest.schema_)
+        sample = example_rows_for_schema(manifest.schema_)
     manifest = _finish_from_data(folder, model, sample, eval_data, description, thresholds)
     model.close()
     return manifest
@@ -194,48 +195,6 @@ def _read_table(data: Any) -> pd.DataFrame:
                             hint="Pass a well-formed CSV or Parquet file.", field="data") from exc
 
 
-def _synthetic_rows(schema: Schema, rows: int = 3) -> Any:
-    """Rows that satisfy a schema, for checking that the model accepts it."""
-    if schema.layout == "text":
-        return ["an example sentence"] * rows
-    columns: dict[str, Any] = {}
-    for spec in schema.inputs:
-        if spec.categories:
-            columns[spec.name] = [spec.categories[0]] * rows
-        elif spec.dtype in ("string", "category"):
-            columns[spec.name] = ["example"] * rows
-        elif spec.dtype == "bool":
-            columns[spec.name] = [True] * rows
-        else:
-            low = spec.minimum if spec.minimum is not None else 0.0
-            high = spec.maximum if spec.maximum is not None else low + 1.0
-            shape = [max(d, 1) for d in spec.shape]
-            value = np.full((rows, *shape), (low + high) / 2)
-            if spec.dtype.startswith("int"):
-                value = np.round(value)
-            columns[spec.name] = value.astype(spec.dtype)
-    if schema.layout == "array":
-        return columns[schema.inputs[0].name]
-    return pd.DataFrame({k: list(v) if np.ndim(v) > 1 else v for k, v in columns.items()})
-
-
-def _profile_rows(manifest: Manifest) -> Any:
-    """Synthetic rows at the reference profile's medians, falling back to the schema."""
-    schema = manifest.schema_ or Schema()
-    rows = _synthetic_rows(schema)
-    profile = manifest.profile
-    if profile is None or schema.layout != "frame":
-        return rows
-    for spec in schema.inputs:
-        entry = profile.inputs.get(spec.name)
-        numeric = spec.dtype not in ("string", "category", "bool") and not spec.shape
-        if numeric and entry is not None and entry.kind == "numeric" and "0.5" in entry.quantiles:
-            value = entry.quantiles["0.5"]
-            rows[spec.name] = np.full(len(rows), round(value) if spec.dtype.startswith("int")
-                                      else value).astype(spec.dtype)
-    return rows
-
-
 def check(bundle: str | Path, *, trusted_keys: Sequence[Path] = ()) -> list[Finding]:
     """Every missing or inconsistent item of a bundle folder, including loading checks."""
     folder = Path(bundle)
@@ -251,7 +210,7 @@ def check(bundle: str | Path, *, trusted_keys: Sequence[Path] = ()) -> list[Find
     except ShipyardError as exc:
         return [*findings, finding("load-failed", exc.message, exc.hint, "runtime")]
     try:
-        rows = _profile_rows(manifest)
+        rows = example_rows(manifest)
         batch = to_batch(rows, schema)
         try:
             outputs = model.run(batch)

@@ -354,6 +354,79 @@ def audit_verify(ctx: Context, as_json: bool) -> None:
     sys.exit(0 if data["ok"] else 1)
 
 
+# -- deployments and serving --------------------------------------------------------------
+
+@cli.command()
+@click.argument("name")
+@click.option("--model", "model_ref", required=True, help="MODEL:VERSION or MODEL@ALIAS.")
+@click.option("--owner", default=None, help="'Name <contact>' answerable for the deployment.")
+@click.option("--max-batch", type=int, default=None, help="Most rows per model call (1: off).")
+@click.option("--max-wait-ms", type=float, default=None, help="Wait for a fuller batch (ms).")
+@click.option("--timeout-ms", type=float, default=None, help="Prediction timeout (ms).")
+@click.option("--max-rows", type=int, default=None, help="Most rows per request.")
+@click.option("--max-inflight", type=int, default=None, help="Requests in flight before 429.")
+@click.option("--fallback", default=None, metavar="error|static:JSON|model:REF",
+              help="On timeout or model error: an error, a fixed answer, or another version.")
+@click.option("--reason", default="", help="Why, for the audit log.")
+@click.option("--json", "as_json", is_flag=True, help="Print the revision as JSON.")
+@pass_context
+def deploy(ctx: Context, name: str, model_ref: str, owner: str | None, max_batch: int | None,
+           max_wait_ms: float | None, timeout_ms: float | None, max_rows: int | None,
+           max_inflight: int | None, fallback: str | None, reason: str, as_json: bool) -> None:
+    """Create or update deployment NAME to serve a model version (a new revision)."""
+    from shipyard.deploying import deploy_model
+
+    flags = {"max_batch": max_batch, "max_wait_ms": max_wait_ms, "timeout_ms": timeout_ms,
+             "max_rows": max_rows, "max_inflight": max_inflight}
+    with ctx.registry() as registry:
+        revision = deploy_model(registry, name, model_ref, owner=owner, reason=reason,
+                                serving={k: v for k, v in flags.items() if v is not None},
+                                fallback=fallback)
+    if as_json:
+        emit_json(revision.to_dict())
+    else:
+        models = ", ".join(v["model"] for v in revision.spec["variants"])
+        console.print(f"{name} revision {revision.number}: {models}")
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@pass_context
+def deployments(ctx: Context, as_json: bool) -> None:
+    """List deployments with their current revision and models."""
+    with ctx.registry() as registry:
+        rows = []
+        for deployment in registry.deployments():
+            revision = registry.current_revision(deployment.name)
+            rows.append({**deployment.to_dict(),
+                         "models": [f"{v['name']}={v['model']}" for v in
+                                    revision.spec["variants"]]})
+    if as_json:
+        emit_json(rows)
+        return
+    table = Table("name", "revision", "models", "owner", "created_at")
+    for row in rows:
+        table.add_row(row["name"], str(row["revision"]), ", ".join(row["models"]),
+                      row["owner"], str(row["created_at"])[:19])
+    console.print(table)
+
+
+@cli.command()
+@click.argument("names", nargs=-1)
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Interface to listen on (loopback unless you say otherwise).")
+@click.option("--port", default=8000, show_default=True, type=int, help="TCP port.")
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64),
+              help="Processes that share nothing but the registry.")
+@pass_context
+def serve(ctx: Context, names: tuple[str, ...], host: str, port: int, workers: int) -> None:
+    """Serve deployments over HTTP (all of them when no NAME is given)."""
+    from shipyard.serving.server import serve as run_server
+
+    run_server(ctx.settings, names, host=host, port=port, workers=workers,
+               overrides={k: v for k, v in ctx.overrides.items() if v is not None})
+
+
 @cli.command()
 @click.option("--home", "demo_home", type=click.Path(path_type=Path), default=None,
               help="Where the demo keeps its registry (default: a fresh temporary folder).")

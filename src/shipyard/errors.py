@@ -11,9 +11,17 @@ hint that tells the user what to do next::
     │   │   └── IntegrityError            a file's sha256 does not match (also signature)
     │   ├── UnsafeArtifactError           a pickle reaches a global outside the allowlist
     │   ├── ReferenceError_               a NAME:VERSION / NAME@ALIAS that is malformed
-    │   └── ConfigError                   a setting has a wrong value
+    │   ├── ConfigError                   a setting has a wrong value
+    │   ├── BadJSONError                  a request body that is not JSON
+    │   ├── PayloadTooLargeError (413)    a body or batch over the limit
+    │   ├── UnsupportedMediaTypeError (415)  a content type the route does not take
+    │   ├── RequestTimeoutError (408)     a client too slow to send its body
+    │   └── MethodNotAllowedError (405)
     ├── NotFoundError (404, exit 3)       no such model, version, alias or file
     ├── ConflictError (409, exit 4)       different content under an existing version
+    ├── OverloadedError (429)            too many requests in flight; retry later
+    ├── ModelFailureError (503)           the model failed or timed out, no fallback
+    ├── UnavailableError (503)            not ready, or shutting down
     ├── FragileBundleError (422, exit 5)  a bundle has error-level findings
     ├── RuntimeUnavailableError (501, exit 6)  an optional framework is not installed
     └── RegistryUnavailableError (503, exit 2) the database is locked or unreachable
@@ -83,6 +91,45 @@ class BadReferenceError(UserError):
 
 class ConfigError(UserError):
     code = "bad_config"
+
+
+class BadJSONError(UserError):
+    code = "bad_json"
+
+
+class PayloadTooLargeError(UserError):
+    status = 413
+    code = "payload_too_large"
+
+
+class UnsupportedMediaTypeError(UserError):
+    status = 415
+    code = "unsupported_media_type"
+
+
+class RequestTimeoutError(UserError):
+    status = 408
+    code = "request_timeout"
+
+
+class MethodNotAllowedError(UserError):
+    status = 405
+    code = "method_not_allowed"
+
+
+class OverloadedError(ShipyardError):
+    status = 429
+    code = "overloaded"
+
+
+class ModelFailureError(ShipyardError):
+    status = 503
+    code = "model_failure"
+
+
+class UnavailableError(ShipyardError):
+    status = 503
+    code = "unavailable"
 
 
 class NotFoundError(ShipyardError):

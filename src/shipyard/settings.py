@@ -54,6 +54,32 @@ class Settings(BaseModel):
         description="Seconds to wait for a locked or slow registry database before failing.",
     )
 
+    max_body_bytes: int = Field(
+        default=8 * 1024 * 1024,
+        gt=0,
+        description="Largest request body the server reads; larger ones answer 413.",
+    )
+    body_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="Seconds a client may take to send a request body before a 408.",
+    )
+    max_inflight: int = Field(
+        default=2048,
+        gt=0,
+        description="Requests in progress per server process before answering 503.",
+    )
+    poll_s: float = Field(
+        default=1.0,
+        gt=0,
+        description="How often a server checks the registry for new deployment revisions.",
+    )
+    access_log: bool = Field(
+        default=True,
+        description="Write one JSON line per request (request id, deployment, version, "
+        "status, latency) to stderr.",
+    )
+
     @property
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{self.home / 'registry.db'}"

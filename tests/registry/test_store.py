@@ -10,7 +10,7 @@ from pathlib import Path
 import fsspec
 import pytest
 
-from shipyard.errors import BundleError, IntegrityError, NotFoundError
+from shipyard.errors import BundleError, ConfigError, IntegrityError, NotFoundError
 from shipyard.registry.store import CHUNK, FsspecStore, LocalStore, Store, blob_key, open_store
 
 DATA = b"model bytes " * 200_000  # ~2.4 MB: several chunks
@@ -105,6 +105,12 @@ def test_digests_are_checked_before_any_path_use(
     with pytest.raises(BundleError):
         store.get(digest, len(DATA), tmp_path / "out.bin")
     assert not (tmp_path / "out.bin").exists()
+
+
+def test_an_unknown_store_scheme_is_a_config_error_without_the_url() -> None:
+    with pytest.raises(ConfigError, match="scheme 'nosuchfs'") as caught:
+        open_store("nosuchfs://user:secret@host/store")
+    assert "secret" not in str(caught.value)
 
 
 def test_blobs_fan_out_by_their_first_two_hex_digits() -> None:

@@ -132,7 +132,14 @@ def infer_outputs(
 # -- enforcement ------------------------------------------------------------------------------
 
 
+def _shown(names: Sequence[str], limit: int = 20) -> str:
+    more = f" and {len(names) - limit} more" if len(names) > limit else ""
+    return ", ".join(names[:limit]) + more
+
+
 def _fail(field: str, row: int | None, rule: str, message: str, hint: str) -> SchemaError:
+    # Field names can come from the caller: never echo more than a short prefix back.
+    field = field if len(field) <= 64 else field[:64] + "…"
     where = f" at row {row}" if row is not None else ""
     return SchemaError(
         f"Field {field!r}{where}: {message}", hint=hint, field=field, row=row, rule=rule
@@ -309,7 +316,7 @@ def _columns_from(data: Any, schema: Schema) -> tuple[dict[str, Any], int]:
                 None,
                 "required",
                 "the column is missing.",
-                f"Send all of: {', '.join(names)}.",
+                f"Send all of: {_shown(names)}.",
             )
         return {n: data[n].to_numpy() for n in names}, len(data)
     if isinstance(data, Mapping):
@@ -320,7 +327,7 @@ def _columns_from(data: Any, schema: Schema) -> tuple[dict[str, Any], int]:
                 None,
                 "unknown",
                 "the field is not in the schema.",
-                f"Send only: {', '.join(names)}.",
+                f"Send only: {_shown(names)}.",
             )
         missing = [n for n in names if n not in data]
         if missing:
@@ -329,7 +336,7 @@ def _columns_from(data: Any, schema: Schema) -> tuple[dict[str, Any], int]:
                 None,
                 "required",
                 "the field is missing.",
-                f"Send all of: {', '.join(names)}.",
+                f"Send all of: {_shown(names)}.",
             )
         lengths = {
             len(data[n]) if isinstance(data[n], Sequence | np.ndarray) else -1 for n in names
@@ -358,7 +365,7 @@ def _columns_from(data: Any, schema: Schema) -> tuple[dict[str, Any], int]:
                         row,
                         "unknown",
                         "the field is not in the schema.",
-                        f"Send only: {', '.join(names)}.",
+                        f"Send only: {_shown(names)}.",
                     )
             for name in names:
                 if name not in record:
@@ -367,7 +374,7 @@ def _columns_from(data: Any, schema: Schema) -> tuple[dict[str, Any], int]:
                         row,
                         "required",
                         "the field is missing.",
-                        f"Send all of: {', '.join(names)}.",
+                        f"Send all of: {_shown(names)}.",
                     )
                 columns[name].append(record[name])
         return columns, len(data)

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
-from shipyard.errors import BundleError, IntegrityError, NotFoundError
+from shipyard.errors import BundleError, ConfigError, IntegrityError, NotFoundError
 
 CHUNK = 1 << 20
 DIGEST_PATTERN = re.compile(r"^[0-9a-f]{64}$")
@@ -171,7 +171,18 @@ class FsspecStore(Store):
 
         self.url = url
         self.fs: Any
-        self.fs, root = url_to_fs(url)
+        scheme = url.split("://", 1)[0]
+        try:
+            self.fs, root = url_to_fs(url)
+        except (ImportError, ValueError) as exc:
+            # Only the scheme is echoed: a store URL can carry credentials.
+            raise ConfigError(
+                f"Got an artifact store URL with scheme {scheme!r} that fsspec cannot open "
+                f"({type(exc).__name__}). Expected a local folder or an fsspec URL such as "
+                "s3://bucket/shipyard.",
+                hint="Fix store_url (SHIPYARD_STORE_URL), or install the fsspec backend for "
+                "it, e.g. pip install s3fs.",
+            ) from None
         self.root = str(root).rstrip("/")
 
     def _path(self, key: str) -> str:

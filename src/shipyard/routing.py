@@ -1,0 +1,127 @@
+"""Deployment specs and traffic routing: pure, no I/O, no clock.
+
+A deployment's desired state is a `DeploymentSpec`: its variants (each a pinned model version
+with a role and a traffic weight) and how they are served (`ServingConfig`). The registry
+stores the spec as JSON in each revision; servers read it; rollouts write new ones.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from shipyard.errors import UserError
+
+Role = Literal["champion", "challenger", "canary", "shadow", "arm", "fallback"]
+PASSIVE = ("shadow", "fallback")  # roles that never answer live traffic by weight
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Fallback(_Strict):
+    """What to answer when the model times out or fails."""
+
+    kind: Literal["error", "static", "variant"] = Field(
+        default="error", description="error: answer 503; static: a fixed answer; "
+        "variant: ask another variant of the same deployment.")
+    value: dict[str, Any] | None = Field(
+        default=None, description="For kind=static: the outputs to answer for every row.")
+    variant: str | None = Field(default=None, description="For kind=variant: its name.")
+
+    @model_validator(mode="after")
+    def _complete(self) -> Fallback:
+        if self.kind == "static" and not self.value:
+            raise ValueError("a static fallback needs a value, e.g. {'label': 0}")
+        if self.kind == "variant" and not self.variant:
+            raise ValueError("a variant fallback needs the variant's name")
+        return self
+
+
+class ServingConfig(_Strict):
+    max_batch: int = Field(default=64, ge=1, le=4096,
+                           description="Most rows predicted together (1 turns batching off).")
+    max_wait_ms: float = Field(default=0.0, ge=0, le=1000,
+                               description="How long a batch waits for more rows (0: never).")
+    timeout_ms: float = Field(default=10_000, gt=0, le=600_000,
+                              description="Longest a prediction may take before the fallback.")
+    max_rows: int = Field(default=1024, ge=1, le=1_000_000,
+                          description="Most rows in one request.")
+    max_inflight: int = Field(default=512, ge=1,
+                              description="Most requests in progress before answering 429.")
+    fallback: Fallback = Field(default_factory=Fallback, description="On timeout or error.")
+
+
+class VariantSpec(_Strict):
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$", description="Variant name.")
+    model: str = Field(description="NAME:VERSION (pinned by the registry at deploy time).")
+    version_digest: str | None = Field(default=None, description="Manifest sha256, pinned.")
+    role: Role = Field(default="champion", description="What the variant is for.")
+    weight: float = Field(default=100.0, ge=0, le=100, description="Share of live traffic, %.")
+
+
+class DeploymentSpec(_Strict):
+    variants: list[VariantSpec] = Field(min_length=1, description="Model versions served.")
+    serving: ServingConfig = Field(default_factory=ServingConfig, description="How.")
+
+    @model_validator(mode="after")
+    def _weights(self) -> DeploymentSpec:
+        names = [v.name for v in self.variants]
+        if len(set(names)) != len(names):
+            raise ValueError("variant names must be unique")
+        live = [v for v in self.variants if v.role not in PASSIVE]
+        if not live or sum(v.weight for v in live) <= 0:
+            raise ValueError("at least one non-shadow variant needs a positive weight")
+        fallback = self.serving.fallback
+        if fallback.kind == "variant" and fallback.variant not in names:
+            raise ValueError(f"fallback variant {fallback.variant!r} is not a variant")
+        return self
+
+    @classmethod
+    def parse(cls, data: Any) -> DeploymentSpec:
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"]) or "spec"
+            raise UserError(f"Deployment spec {where}: {first['msg']}.",
+                            hint="See docs/serving.md for the deployment spec.",
+                            field=where) from exc
+
+    def to_json(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude_none=True)
+
+
+def bucket(key: str, salt: str = "") -> float:
+    """A stable position in [0, 100) for a sticky key: same key, same bucket, everywhere."""
+    digest = hashlib.blake2b(f"{salt}:{key}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64 * 100.0
+
+
+class Router:
+    """Chooses the answering variant for a request and the shadows that also see it."""
+
+    def __init__(self, spec: DeploymentSpec, salt: str = "") -> None:
+        self.salt = salt
+        self.live = [v for v in spec.variants if v.role not in PASSIVE and v.weight > 0]
+        self.shadows = [v.name for v in spec.variants if v.role == "shadow"]
+        total = sum(v.weight for v in self.live)
+        self._edges: list[tuple[float, str]] = []
+        acc = 0.0
+        for variant in self.live:
+            acc += variant.weight / total * 100.0
+            self._edges.append((acc, variant.name))
+        self.only = self.live[0].name if len(self.live) == 1 else None
+
+    def choose(self, key: str) -> str:
+        """The variant that answers a request with sticky key `key`."""
+        if self.only is not None:
+            return self.only
+        point = bucket(key, self.salt)
+        for edge, name in self._edges:
+            if point < edge:
+                return name
+        return self._edges[-1][1]

@@ -1,0 +1,186 @@
+"""The deployments a server serves, following the registry without a restart.
+
+At start every deployment's current revision is loaded and warmed. A background task polls
+the registry's change token; when a deployment gets a new revision, its models are loaded and
+warmed in a worker thread while the old revision keeps answering, then the new one replaces
+it in a single assignment (atomic for the event loop), and the old one is closed only after
+its last in-flight request has finished: not one request fails during the switch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from shipyard.errors import NotFoundError, ShipyardError
+from shipyard.registry.registry import Registry
+from shipyard.routing import DeploymentSpec, Router
+from shipyard.runtimes.model import load_bundle
+from shipyard.serving.variant import Variant
+from shipyard.settings import Settings
+
+log = logging.getLogger("shipyard.serving")
+
+
+@dataclass
+class Counters:
+    requests: int = 0
+    errors: int = 0
+    timeouts: int = 0
+    model_failures: int = 0
+    fallbacks: int = 0
+    rejected: int = 0
+
+
+@dataclass
+class LiveDeployment:
+    name: str
+    revision: int
+    spec: DeploymentSpec
+    variants: dict[str, Variant]
+    router: Router
+    inflight: int = 0
+    counters: Counters = field(default_factory=Counters)
+
+    @property
+    def champion(self) -> Variant:
+        return self.variants[self.router.live[0].name]
+
+    def close(self) -> None:
+        for variant in self.variants.values():
+            variant.close()
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "revision": self.revision,
+            "variants": [
+                {"name": v.name, "role": v.role, "model": f"{v.model.name}:{v.version}",
+                 "weight": next(s.weight for s in self.spec.variants if s.name == v.name),
+                 "batches": v.batcher.stats.batches, "rows": v.batcher.stats.rows,
+                 "queue_depth": v.batcher.queue_depth}
+                for v in self.variants.values()
+            ],
+            "serving": self.spec.serving.model_dump(mode="json"),
+            "counters": vars(self.counters),
+            "inflight": self.inflight,
+        }
+
+
+class Fleet:
+    """Loads, warms, swaps and closes deployments; `deployments` is read on every request."""
+
+    def __init__(self, settings: Settings, names: Sequence[str] = (), *,
+                 poll_s: float = 1.0) -> None:
+        self.settings = settings
+        self.names = list(names)
+        self.poll_s = poll_s
+        self.deployments: dict[str, LiveDeployment] = {}
+        self.failed: dict[str, str] = {}
+        self._token: int | None = None
+        self._watcher: asyncio.Task[None] | None = None
+        self._closing: set[asyncio.Task[None]] = set()
+        self._registry: Registry | None = None
+
+    @property
+    def registry(self) -> Registry:
+        if self._registry is None:
+            self._registry = Registry.open(self.settings)
+        return self._registry
+
+    @property
+    def ready(self) -> bool:
+        wanted = self.names or list(self.deployments) or list(self.failed)
+        return bool(wanted) and all(n in self.deployments for n in wanted) and not self.failed
+
+    def get(self, name: str) -> LiveDeployment:
+        live = self.deployments.get(name)
+        if live is None:
+            raise NotFoundError(f"No deployment {name[:64]!r} is served here.",
+                                hint="GET /v1/deployments lists the served deployments.")
+        return live
+
+    async def start(self) -> None:
+        await self.refresh()
+        self._watcher = asyncio.create_task(self._watch())
+
+    async def stop(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
+        for task in list(self._closing):
+            await task
+        for live in self.deployments.values():
+            await asyncio.to_thread(live.close)
+        self.deployments = {}
+        if self._registry is not None:
+            self._registry.close()
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(self.poll_s)
+            try:
+                token = await asyncio.to_thread(self.registry.change_token)
+                if token != self._token:
+                    await self.refresh()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("could not refresh deployments from the registry")
+
+    async def refresh(self) -> None:
+        """Load every deployment whose current revision differs from the one served."""
+        self._token = await asyncio.to_thread(self.registry.change_token)
+        names = self.names or [d.name for d in await asyncio.to_thread(
+            self.registry.deployments)]
+        for name in names:
+            try:
+                revision = await asyncio.to_thread(self.registry.current_revision, name)
+            except ShipyardError as exc:
+                self.failed[name] = exc.message
+                continue
+            live = self.deployments.get(name)
+            if live is not None and live.revision == revision.number:
+                continue
+            try:
+                new = await asyncio.to_thread(self._load, name, revision.number, revision.spec)
+            except ShipyardError as exc:
+                self.failed[name] = exc.message
+                log.error("deployment %s revision %s failed to load: %s", name,
+                          revision.number, exc)
+                continue
+            self.failed.pop(name, None)
+            # One assignment of a new dict: a request sees the old or the new, never a mix.
+            self.deployments = {**self.deployments, name: new}
+            log.info("serving %s revision %s", name, revision.number)
+            if live is not None:
+                task = asyncio.create_task(self._retire(live))
+                self._closing.add(task)
+                task.add_done_callback(self._closing.discard)
+
+    def _load(self, name: str, number: int, raw_spec: dict[str, Any]) -> LiveDeployment:
+        spec = DeploymentSpec.parse(raw_spec)
+        variants: dict[str, Variant] = {}
+        try:
+            for variant_spec in spec.variants:
+                folder = self.registry.fetch(variant_spec.model)
+                model = load_bundle(folder, trusted_keys=self.settings.trusted_keys)
+                variant = Variant(name, variant_spec.name, variant_spec.role, model,
+                                  spec.serving)
+                variants[variant_spec.name] = variant
+                variant.warm()
+        except BaseException:
+            for variant in variants.values():
+                variant.close()
+            raise
+        return LiveDeployment(name, number, spec, variants, Router(spec, salt=name))
+
+    async def _retire(self, live: LiveDeployment) -> None:
+        """Close a replaced revision once its in-flight requests are done (at most 60 s)."""
+        for _ in range(6000):
+            if live.inflight == 0:
+                break
+            await asyncio.sleep(0.01)
+        await asyncio.to_thread(live.close)

@@ -1,0 +1,337 @@
+"""The online server: one ASGI app speaking native JSON and the Open Inference Protocol V2.
+
+Per request: limits (body size, in-flight) -> decode -> input schema -> route -> batcher ->
+runtime -> output schema -> response with `x-request-id`, `x-model-version`, `x-variant` ->
+access log entry (queued). Every error, at any step, becomes the one JSON error body with its
+4xx/5xx status; nothing a caller sends can produce a bare 500.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import orjson
+
+from shipyard import __version__
+from shipyard.errors import (
+    MethodNotAllowedError,
+    ModelFailureError,
+    NotFoundError,
+    OverloadedError,
+    ShipyardError,
+    UnavailableError,
+    UnsupportedMediaTypeError,
+)
+from shipyard.runtimes.base import Outputs
+from shipyard.serving import native, openapi, v2
+from shipyard.serving.accesslog import AccessLog
+from shipyard.serving.fleet import Fleet, LiveDeployment
+from shipyard.serving.http import (
+    JSON,
+    Receive,
+    Scope,
+    Send,
+    header,
+    media_type,
+    parse_json,
+    read_body,
+    respond,
+)
+from shipyard.serving.variant import ModelFailure, Variant
+
+log = logging.getLogger("shipyard.serving")
+REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
+OCTET = b"application/octet-stream"
+
+
+@dataclass(frozen=True)
+class ServerLimits:
+    max_body_bytes: int = 8 * 1024 * 1024
+    body_timeout_s: float = 10.0
+    max_inflight: int = 2048
+
+
+class OnlineApp:
+    """The ASGI application. `fleet` holds the served deployments."""
+
+    def __init__(self, fleet: Fleet, *, limits: ServerLimits | None = None,
+                 access_log: AccessLog | None = None) -> None:
+        self.fleet = fleet
+        self.limits = limits or ServerLimits()
+        self.access_log = access_log or AccessLog(enabled=False)
+        self.inflight = 0
+        self.draining = False
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self._http(scope, receive, send)
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.fleet.start()
+                except Exception as exc:
+                    log.exception("startup failed")
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                self.draining = True
+                await self.fleet.stop()
+                self.access_log.close()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = time.perf_counter()
+        given = header(scope, b"x-request-id")
+        request_id = given.decode() if given and REQUEST_ID.match(given) else os.urandom(8).hex()
+        context: dict[str, Any] = {}
+        headers = [(b"x-request-id", request_id.encode())]
+        status = 200
+        self.inflight += 1
+        try:
+            if self.inflight > self.limits.max_inflight:
+                raise UnavailableError("The server is at its in-flight request limit.",
+                                       hint="Retry after a moment.")
+            status, body, content_type, extra = await self._route(scope, receive, request_id,
+                                                                  context)
+            headers.extend(extra)
+        except ShipyardError as exc:
+            status, body, content_type = exc.status, orjson.dumps(exc.to_dict()), JSON
+            if exc.status in (429, 503):
+                headers.append((b"retry-after", b"1"))
+            context["error"] = exc.code
+        except Exception:
+            log.exception("unexpected error serving %s", scope.get("path", "")[:200])
+            status, content_type = 500, JSON
+            body = orjson.dumps({"error": {"code": "internal", "message": "Internal error.",
+                                           "hint": "Report it with the x-request-id."}})
+            context["error"] = "internal"
+        finally:
+            self.inflight -= 1
+        if "version" in context:
+            headers.append((b"x-model-version", context["version"].encode()))
+            headers.append((b"x-variant", context["variant"].encode()))
+        await respond(send, status, body, headers, content_type)
+        client = scope.get("client")
+        self.access_log.record(
+            request_id, scope["method"], scope["path"], status,
+            round((time.perf_counter() - started) * 1000, 3), context.get("deployment"),
+            context.get("variant"), context.get("version"), context.get("rows"),
+            client[0] if client else None, context.get("error"))
+
+    # -- routing ----------------------------------------------------------------------------
+
+    async def _route(self, scope: Scope, receive: Receive, request_id: str,
+                     context: dict[str, Any]) -> tuple[int, bytes, bytes, list[Any]]:
+        path: str = scope["path"]
+        method: str = scope["method"]
+        parts = path.strip("/").split("/")
+        if parts[0] == "v1" and len(parts) >= 2 and parts[1] == "deployments":
+            if len(parts) == 4 and parts[3] == "predict":
+                _allow(method, "POST")
+                return await self._predict_native(scope, receive, parts[2], request_id,
+                                                  context)
+            if len(parts) == 2:
+                _allow(method, "GET")
+                return self._json([d.describe() for d in self.fleet.deployments.values()])
+            if len(parts) == 3:
+                _allow(method, "GET")
+                return self._json(self.fleet.get(parts[2]).describe())
+        elif parts[0] == "v2":
+            return await self._v2(scope, receive, parts[1:], method, request_id, context)
+        elif path in ("/livez", "/readyz"):
+            _allow(method, "GET")
+            return self._health(path == "/readyz")
+        elif path == "/openapi.json":
+            _allow(method, "GET")
+            return self._json(openapi.document(self.fleet))
+        elif path == "/docs":
+            _allow(method, "GET")
+            return 200, openapi.DOCS_HTML, b"text/html; charset=utf-8", []
+        raise NotFoundError(f"No route {path[:100]!r}.",
+                            hint="See /openapi.json for the routes this server offers.")
+
+    def _json(self, data: Any, status: int = 200) -> tuple[int, bytes, bytes, list[Any]]:
+        return status, orjson.dumps(data, option=orjson.OPT_SERIALIZE_NUMPY), JSON, []
+
+    def _health(self, readiness: bool) -> tuple[int, bytes, bytes, list[Any]]:
+        if not readiness:
+            return self._json({"live": not self.draining})
+        ready = self.fleet.ready and not self.draining
+        return self._json({"ready": ready, "failed": self.fleet.failed}, 200 if ready else 503)
+
+    # -- native -----------------------------------------------------------------------------
+
+    async def _predict_native(self, scope: Scope, receive: Receive, name: str,
+                              request_id: str, context: dict[str, Any],
+                              ) -> tuple[int, bytes, bytes, list[Any]]:
+        live = self.fleet.get(name)
+        context["deployment"] = name
+        if media_type(scope) != JSON:
+            raise UnsupportedMediaTypeError(
+                "The predict route takes application/json.",
+                hint="Send the header Content-Type: application/json.")
+        body = await read_body(scope, receive, limit=self.limits.max_body_bytes,
+                               timeout_s=self.limits.body_timeout_s)
+        inputs = native.decode(parse_json(body))
+        key = header(scope, b"x-shipyard-key")
+        outputs = await self._serve(live, inputs, key.decode("latin-1") if key
+                                             else request_id, context)
+        return 200, native.encode(outputs, model_version=context["version"],
+                                  variant=context["variant"], request_id=request_id), JSON, []
+
+    async def _serve(self, live: LiveDeployment, data: Any, key: str,
+                     context: dict[str, Any], version: str | None = None,
+                     ) -> Outputs:
+        """The shared core path: limit, route, validate, predict, fall back."""
+        if live.inflight >= live.spec.serving.max_inflight:
+            live.counters.rejected += 1
+            raise OverloadedError(f"Deployment {live.name!r} has "
+                                  f"{live.spec.serving.max_inflight} requests in flight.",
+                                  hint="Retry after a moment, or raise serving.max_inflight.")
+        variant = live.variants[live.router.choose(key)]
+        if version is not None and variant.version != version:
+            matching = [v for v in live.variants.values() if v.version == version]
+            if not matching:
+                raise NotFoundError(f"Deployment {live.name!r} serves no version "
+                                    f"{version[:64]!r}.", hint="GET /v2/models/NAME lists "
+                                    "the versions served.")
+            variant = matching[0]
+        live.inflight += 1
+        live.counters.requests += 1
+        try:
+            batch = variant.prepare(data)
+            context["rows"] = len(batch)
+            context["variant"], context["version"] = variant.name, variant.version
+            try:
+                return await variant.predict(batch)
+            except (ModelFailure, TimeoutError) as exc:
+                return await self._fallback(live, variant, data, exc, context)
+        except ShipyardError:
+            live.counters.errors += 1
+            raise
+        finally:
+            live.inflight -= 1
+
+    async def _fallback(self, live: LiveDeployment, failed: Variant, data: Any,
+                        exc: BaseException, context: dict[str, Any]) -> Outputs:
+        timed_out = isinstance(exc, TimeoutError)
+        if timed_out:
+            live.counters.timeouts += 1
+        else:
+            live.counters.model_failures += 1
+            log.warning("model %s:%s failed: %s", failed.model.name, failed.version, exc)
+        fallback = live.spec.serving.fallback
+        rows = context.get("rows", 1)
+        if fallback.kind == "static" and fallback.value:
+            live.counters.fallbacks += 1
+            context["variant"] = "fallback"
+            return {k: np.asarray([v] * rows) for k, v in fallback.value.items()}
+        if fallback.kind == "variant" and fallback.variant and fallback.variant != failed.name:
+            other = live.variants[fallback.variant]
+            live.counters.fallbacks += 1
+            context["variant"], context["version"] = other.name, other.version
+            try:
+                return await other.predict(other.prepare(data))
+            except (ModelFailure, TimeoutError):
+                pass
+        what = "timed out" if timed_out else "failed"
+        raise ModelFailureError(
+            f"The model {failed.model.name}:{failed.version} {what}.",
+            hint="Retry later; the deployment's owner can configure a fallback.")
+
+    # -- Open Inference Protocol V2 ---------------------------------------------------------
+
+    async def _v2(self, scope: Scope, receive: Receive, parts: list[str], method: str,
+                  request_id: str, context: dict[str, Any],
+                  ) -> tuple[int, bytes, bytes, list[Any]]:
+        if parts == [""] or not parts:
+            _allow(method, "GET")
+            return self._json(v2.server_metadata(__version__))
+        if parts[0] == "health" and len(parts) == 2 and parts[1] in ("live", "ready"):
+            _allow(method, "GET")
+            return self._health(parts[1] == "ready")
+        if parts[0] != "models" or len(parts) < 2:
+            raise NotFoundError(f"No V2 route /v2/{'/'.join(parts)[:80]}.",
+                                hint="See the Open Inference Protocol routes in /openapi.json.")
+        live = self.fleet.get(parts[1])
+        rest = parts[2:]
+        version = None
+        if len(rest) >= 2 and rest[0] == "versions":
+            version = rest[1]
+            rest = rest[2:]
+        if not rest:
+            _allow(method, "GET")
+            return self._json(self._model_metadata(live, version))
+        if rest == ["ready"]:
+            _allow(method, "GET")
+            self._model_metadata(live, version)
+            return self._json({"name": live.name, "ready": True})
+        if rest == ["infer"]:
+            _allow(method, "POST")
+            return await self._infer(scope, receive, live, version, request_id, context)
+        raise NotFoundError(f"No V2 route /v2/{'/'.join(parts)[:80]}.",
+                            hint="Use /v2/models/NAME[/versions/V]/infer.")
+
+    def _model_metadata(self, live: LiveDeployment, version: str | None) -> dict[str, Any]:
+        versions = sorted({v.version for v in live.variants.values()})
+        if version is not None and version not in versions:
+            raise NotFoundError(f"Deployment {live.name!r} serves no version {version[:64]!r}.",
+                                hint=f"Served versions: {', '.join(versions)}.")
+        champion = live.champion
+        return v2.model_metadata(live.name, versions, champion.model.manifest.runtime.kind,
+                                 champion.model.schema)
+
+    async def _infer(self, scope: Scope, receive: Receive, live: LiveDeployment,
+                     version: str | None, request_id: str, context: dict[str, Any],
+                     ) -> tuple[int, bytes, bytes, list[Any]]:
+        context["deployment"] = live.name
+        kind = media_type(scope)
+        length = header(scope, b"inference-header-content-length")
+        if kind not in (JSON, OCTET, b"") or (kind == OCTET and length is None):
+            raise UnsupportedMediaTypeError(
+                "The infer route takes application/json, or application/octet-stream with "
+                "an Inference-Header-Content-Length header.",
+                hint="Send Content-Type: application/json.")
+        body = await read_body(scope, receive, limit=self.limits.max_body_bytes,
+                               timeout_s=self.limits.body_timeout_s)
+        header_length = None
+        if length is not None:
+            try:
+                header_length = int(length)
+            except ValueError:
+                raise UnsupportedMediaTypeError(
+                    "Inference-Header-Content-Length is not a number.",
+                    hint="Send the JSON header's length in bytes.") from None
+        request = v2.decode_request(body, header_length)
+        schema = live.champion.model.schema
+        data = v2.to_columns(request, schema)
+        key = header(scope, b"x-shipyard-key")
+        outputs = await self._serve(live, data, key.decode("latin-1") if key
+                                             else request.id or request_id, context, version)
+        payload, extra = v2.encode_response(
+            model_name=live.name, model_version=context["version"],
+            request_id=request.id or request_id, outputs=outputs, request=request)
+        content_type = extra.pop("Content-Type", extra.pop("content-type", "application/json"))
+        return 200, payload, content_type.encode(), [
+            (k.lower().encode(), v.encode()) for k, v in extra.items()]
+
+
+def _allow(method: str, expected: str) -> None:
+    if method != expected and not (expected == "GET" and method == "HEAD"):
+        raise MethodNotAllowedError(f"This route takes {expected}, not {method[:10]}.",
+                                    hint=f"Send a {expected} request.")
+

@@ -1,0 +1,59 @@
+"""Running the online server: one process, or N workers that share nothing but the registry.
+
+Workers are separate processes started by uvicorn's supervisor, each with its own fleet of
+loaded models reading the same registry; uvicorn restarts a worker that dies. SIGTERM stops
+accepting connections, lets in-flight requests finish, then closes the models.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from shipyard.serving.accesslog import AccessLog
+from shipyard.serving.fleet import Fleet
+from shipyard.serving.online import OnlineApp, ServerLimits
+from shipyard.settings import Settings
+
+CONFIG_ENV = "SHIPYARD_SERVE_CONFIG"
+GRACEFUL_S = 30
+
+
+def build_app(settings: Settings, names: Sequence[str] = ()) -> OnlineApp:
+    fleet = Fleet(settings, names, poll_s=settings.poll_s)
+    limits = ServerLimits(max_body_bytes=settings.max_body_bytes,
+                          body_timeout_s=settings.body_timeout_s,
+                          max_inflight=settings.max_inflight)
+    return OnlineApp(fleet, limits=limits, access_log=AccessLog(enabled=settings.access_log))
+
+
+def app_factory() -> OnlineApp:
+    """What each worker process imports: settings travel in an environment variable."""
+    config = json.loads(os.environ[CONFIG_ENV])
+    settings = Settings.load(config["overrides"])
+    return build_app(settings, config["names"])
+
+
+def _uvicorn_options(host: str, port: int) -> dict[str, Any]:
+    return {"host": host, "port": port, "http": "httptools", "loop": "uvloop",
+            "lifespan": "on", "access_log": False, "server_header": False,
+            "timeout_graceful_shutdown": GRACEFUL_S, "log_level": "warning"}
+
+
+def serve(settings: Settings, names: Sequence[str], *, host: str, port: int,
+          workers: int = 1, overrides: dict[str, Any] | None = None) -> None:
+    import uvicorn
+
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    options = _uvicorn_options(host, port)
+    if workers <= 1:
+        uvicorn.run(build_app(settings, names), **options)
+        return
+    os.environ[CONFIG_ENV] = json.dumps({"overrides": overrides or {}, "names": list(names)},
+                                        default=str)
+    uvicorn.run("shipyard.serving.server:app_factory", factory=True, workers=workers, **options)
