@@ -31,7 +31,9 @@ requirements() {
     fastapi)  echo "fastapi==0.163.2 pydantic==$(ver pydantic) $UVICORN $ORJSON $SKLEARN $NUMPY $SCIPY $JOBLIB" ;;
     bentoml)  echo "bentoml==1.4.40 $SKLEARN $JOBLIB" ;;
     litserve) echo "litserve==0.2.19 $SKLEARN $JOBLIB" ;;
-    mlserver) echo "mlserver==1.7.1 mlserver-sklearn==1.7.1 $SKLEARN $JOBLIB" ;;
+    # MLServer 1.7.1's inference-pool worker calls asyncio.get_event_loop() in a fresh
+    # process, which uvloop >= 0.22 refuses ("There is no current event loop"): pin 0.21.
+    mlserver) echo "mlserver==1.7.1 mlserver-sklearn==1.7.1 uvloop==0.21.0 $SKLEARN $JOBLIB" ;;
     mlflow)   echo "mlflow==3.17.2 $SKLEARN $JOBLIB" ;;
     *) echo "unknown peer: $1" >&2; return 2 ;;
   esac

@@ -45,9 +45,13 @@ def send(arrays: dict[str, np.ndarray], binary: bool, **kwargs: Any) -> v2.Infer
 def answer(outputs: dict[str, np.ndarray], request: v2.InferRequest, **kwargs: Any) -> Any:
     """Encode a response and parse it with tritonclient, checking the headers on the way."""
     body, headers = v2.encode_response(
-        model_name="m", model_version="1", request_id=request.id, outputs=outputs,
-        request=request, **kwargs,
-    )  # fmt: skip
+        model_name="m",
+        model_version="1",
+        request_id=request.id,
+        outputs=outputs,
+        request=request,
+        **kwargs,
+    )
     length = headers.get(v2.HEADER_LENGTH)
     if length is None:
         assert headers["Content-Type"] == "application/json"
@@ -55,9 +59,11 @@ def answer(outputs: dict[str, np.ndarray], request: v2.InferRequest, **kwargs: A
     else:
         assert headers["Content-Type"] == "application/octet-stream"
     return Client.parse_response_body(
-        body, verbose=False, header_length=None if length is None else int(length),
+        body,
+        verbose=False,
+        header_length=None if length is None else int(length),
         content_encoding=None,
-    )  # fmt: skip
+    )
 
 
 def raw(doc: dict[str, Any], tail: bytes = b"") -> tuple[bytes, int | None]:
@@ -69,7 +75,7 @@ def fp32(data: Any, shape: list[int] | None = None, datatype: str = "FP32") -> d
     return {"inputs": [{"name": "x", "datatype": datatype, "shape": shape or [2], "data": data}]}
 
 
-SAMPLES = {
+SAMPLES: dict[str, np.ndarray] = {
     "FP32": np.array([[1.5, -2.25, 3e38], [0.0, -0.0, 1e-30]], dtype=np.float32),
     "FP64": np.array([[1.5, -2.25, 1e300]], dtype=np.float64),
     "INT64": np.array([[-(2**63), 2**63 - 1], [0, 7]], dtype=np.int64),
@@ -113,11 +119,21 @@ def test_requested_outputs_and_parameters_are_read() -> None:
 
 def test_unknown_fields_are_ignored() -> None:
     doc = {
-        "id": "1", "extra": {"deep": [1]}, "parameters": {"custom": 1},
-        "inputs": [{"name": "x", "datatype": "INT32", "shape": [2], "data": [1, 2], "new": 1,
-                    "parameters": {"content_type": "np"}}],
+        "id": "1",
+        "extra": {"deep": [1]},
+        "parameters": {"custom": 1},
+        "inputs": [
+            {
+                "name": "x",
+                "datatype": "INT32",
+                "shape": [2],
+                "data": [1, 2],
+                "new": 1,
+                "parameters": {"content_type": "np"},
+            }
+        ],
         "outputs": [{"name": "y", "later": True, "parameters": {"x": 1}}],
-    }  # fmt: skip
+    }
     request = v2.decode_request(*raw(doc))
     assert request.inputs[0].data.tolist() == [1, 2]
     assert request.outputs[0].binary is None
@@ -125,8 +141,13 @@ def test_unknown_fields_are_ignored() -> None:
 
 @pytest.mark.parametrize(
     "data",
-    [[1, 2, 3, 4, 5, 6], [[1, 2, 3], [4, 5, 6]], [[[1], [2], [3]], [[4], [5], [6]]], [[1, 2, 3, 4, 5, 6]]],
-)  # fmt: skip
+    [
+        [1, 2, 3, 4, 5, 6],
+        [[1, 2, 3], [4, 5, 6]],
+        [[[1], [2], [3]], [[4], [5], [6]]],
+        [[1, 2, 3, 4, 5, 6]],
+    ],
+)
 def test_flat_and_rectangular_nested_data_are_accepted(data: list[Any]) -> None:
     request = v2.decode_request(*raw(fp32(data, [2, 3], "INT64")))
     assert request.inputs[0].data.tolist() == [[1, 2, 3], [4, 5, 6]]
@@ -146,7 +167,7 @@ def test_empty_tensors_are_accepted() -> None:
 
 # -- responses parsed by tritonclient ---------------------------------------------------------
 
-OUTPUTS = {
+OUTPUTS: dict[str, np.ndarray] = {
     "p32": np.array([[0.25, 0.75], [1.0, 0.0]], dtype=np.float32),
     "p64": np.array([1e-300, 2.5]),
     "n": np.array([[-(2**63)], [2**63 - 1]], dtype=np.int64),
@@ -168,14 +189,13 @@ def test_outputs_round_trip_through_tritonclient(binary: bool) -> None:
     for name, array in outputs.items():
         got = result.as_numpy(name)
         assert got.shape == array.shape, name
-        if array.dtype.kind in "OU":
-            text = [e.decode() if isinstance(e, bytes) else e for e in got.ravel().tolist()]
-            want = [e if isinstance(e, str) else e.decode("latin-1") for e in array.tolist()]
+        if array.dtype.kind in "OU":  # binary gives bytes back, JSON gives text
+            items = array.ravel().tolist()
             if binary:
-                want = [e.encode() if isinstance(e, str) else e for e in array.tolist()]
-                assert got.ravel().tolist() == want
+                want = [e if isinstance(e, bytes) else e.encode() for e in items]
             else:
-                assert text == want
+                want = [e if isinstance(e, str) else e.decode() for e in items]
+            assert got.ravel().tolist() == want, name
         else:
             assert got.dtype == array.dtype, name
             np.testing.assert_array_equal(got, array)
@@ -203,16 +223,23 @@ def test_per_output_binary_data_overrides_the_request_default() -> None:
 
 def test_outputs_default_to_json_in_model_order() -> None:
     body, headers = v2.encode_response(
-        model_name="m", model_version="2", request_id=None, parameters={"p": 1},
+        model_name="m",
+        model_version="2",
+        request_id=None,
+        parameters={"p": 1},
         outputs={"z": np.array(1.5), "a": np.array([[1], [2]], dtype=np.int32)},
         request=_decode(fp32([1, 2])),
-    )  # fmt: skip
+    )
     assert headers == {"Content-Type": "application/json"}
     assert orjson.loads(body) == {
-        "model_name": "m", "model_version": "2", "parameters": {"p": 1},
-        "outputs": [{"name": "z", "datatype": "FP64", "shape": [], "data": [1.5]},
-                    {"name": "a", "datatype": "INT32", "shape": [2, 1], "data": [1, 2]}],
-    }  # fmt: skip
+        "model_name": "m",
+        "model_version": "2",
+        "parameters": {"p": 1},
+        "outputs": [
+            {"name": "z", "datatype": "FP64", "shape": [], "data": [1.5]},
+            {"name": "a", "datatype": "INT32", "shape": [2, 1], "data": [1, 2]},
+        ],
+    }
 
 
 def test_non_finite_floats_survive_binary_and_become_null_in_json() -> None:
@@ -288,7 +315,7 @@ BAD_TENSORS = {
     "neither data nor binary": (tensor(data=None), "data"),
     "ragged rows": (tensor(shape=[3], data=[[1.0, 2.0], [3.0]]), "data"),
     "rows and scalars": (tensor(shape=[3], data=[[1.0, 2.0], 3.0]), "data"),
-    "scalar then rows": (tensor(shape=[3], data=[1.0, [2.0, 3.0]]), "data"),
+    "scalar then rows": (tensor(shape=[2], data=[1.0, [2.0, 3.0]]), "data"),
     "ragged deep": (tensor(shape=[3], data=[[[1.0, 2.0]], [[3.0]]]), "data"),
     "output binary_data not a bool": (
         tensor() | {"outputs": [{"name": "x", "parameters": {"binary_data": 1}}]},
@@ -440,18 +467,27 @@ def test_errors_never_echo_big_input() -> None:
 
 
 def frame_schema() -> Schema:
-    return Schema(layout="frame", inputs=[
-        FieldSpec(name="age", dtype="float64"), FieldSpec(name="n", dtype="int64"),
-        FieldSpec(name="city", dtype="category", categories=["a", "b"]),
-        FieldSpec(name="note", dtype="string"),
-    ])  # fmt: skip
+    return Schema(
+        layout="frame",
+        inputs=[
+            FieldSpec(name="age", dtype="float64"),
+            FieldSpec(name="n", dtype="int64"),
+            FieldSpec(name="city", dtype="category", categories=["a", "b"]),
+            FieldSpec(name="note", dtype="string"),
+        ],
+    )
 
 
 def test_frame_layout_takes_one_tensor_per_field() -> None:
-    request = send({
-        "age": np.array([[30], [40]], dtype=np.int32), "n": np.array([1, 2], dtype=np.int64),
-        "city": np.array([b"a", b"b"], dtype=object), "note": np.array(["x", "y"], dtype=object),
-    }, binary=True)  # fmt: skip
+    request = send(
+        {
+            "age": np.array([[30], [40]], dtype=np.int32),
+            "n": np.array([1, 2], dtype=np.int64),
+            "city": np.array([b"a", b"b"], dtype=object),
+            "note": np.array(["x", "y"], dtype=object),
+        },
+        binary=True,
+    )
     frame = to_batch(v2.to_columns(request, frame_schema()), frame_schema())
     expected = {"age": [30.0, 40.0], "n": [1, 2], "city": ["a", "b"], "note": ["x", "y"]}
     pd.testing.assert_frame_equal(frame, pd.DataFrame(expected), check_dtype=False)
@@ -462,20 +498,59 @@ def test_frame_layout_takes_one_tensor_per_field() -> None:
     ("arrays", "field", "rule"),
     [
         ({"age": np.array([1.0])}, "n", "required"),
-        ({"age": np.array([1.0]), "n": np.array([1]), "city": np.array(["a"], dtype=object),
-          "note": np.array(["x"], dtype=object), "zip": np.array([1])}, "zip", "unknown"),
-        ({"age": np.array([[1.0, 2.0]]), "n": np.array([1]), "city": np.array(["a"], dtype=object),
-          "note": np.array(["x"], dtype=object)}, "age", "shape"),
-        ({"age": np.array(["1"], dtype=object), "n": np.array([1]),
-          "city": np.array(["a"], dtype=object), "note": np.array(["x"], dtype=object)},
-         "age", "datatype"),
-        ({"age": np.array([1.0]), "n": np.array([2**63], dtype=np.uint64),
-          "city": np.array(["a"], dtype=object), "note": np.array(["x"], dtype=object)},
-         "n", "range"),
-        ({"age": np.array([1.0]), "n": np.array([1]), "city": np.array(["a"], dtype=object),
-          "note": np.array([b"\xff"], dtype=object)}, "note", "utf8"),
+        (
+            {
+                "age": np.array([1.0]),
+                "n": np.array([1]),
+                "city": np.array(["a"], dtype=object),
+                "note": np.array(["x"], dtype=object),
+                "zip": np.array([1]),
+            },
+            "zip",
+            "unknown",
+        ),
+        (
+            {
+                "age": np.array([[1.0, 2.0]]),
+                "n": np.array([1]),
+                "city": np.array(["a"], dtype=object),
+                "note": np.array(["x"], dtype=object),
+            },
+            "age",
+            "shape",
+        ),
+        (
+            {
+                "age": np.array(["1"], dtype=object),
+                "n": np.array([1]),
+                "city": np.array(["a"], dtype=object),
+                "note": np.array(["x"], dtype=object),
+            },
+            "age",
+            "datatype",
+        ),
+        (
+            {
+                "age": np.array([1.0]),
+                "n": np.array([2**63], dtype=np.uint64),
+                "city": np.array(["a"], dtype=object),
+                "note": np.array(["x"], dtype=object),
+            },
+            "n",
+            "range",
+        ),
+        (
+            {
+                "age": np.array([1.0]),
+                "n": np.array([1]),
+                "city": np.array(["a"], dtype=object),
+                "note": np.array([b"\xff"], dtype=object),
+            },
+            "note",
+            "utf8",
+        ),
     ],
-)  # fmt: skip
+)
 def test_frame_layout_refuses_missing_extra_and_wrong_tensors(
     arrays: dict[str, np.ndarray], field: str, rule: str
 ) -> None:
@@ -532,10 +607,19 @@ def test_datatypes_match_tritonclient() -> None:
 
 def test_metadata_describes_server_and_model() -> None:
     assert v2.server_metadata("1.0") == {
-        "name": "shipyard", "version": "1.0", "extensions": ["binary_tensor_data"]
-    }  # fmt: skip
-    expected = {"float32": "FP32", "float64": "FP64", "int32": "INT32", "int64": "INT64",
-                "bool": "BOOL", "string": "BYTES", "category": "BYTES"}  # fmt: skip
+        "name": "shipyard",
+        "version": "1.0",
+        "extensions": ["binary_tensor_data"],
+    }
+    expected = {
+        "float32": "FP32",
+        "float64": "FP64",
+        "int32": "INT32",
+        "int64": "INT64",
+        "bool": "BOOL",
+        "string": "BYTES",
+        "category": "BYTES",
+    }
     fields = [FieldSpec(name=k, dtype=k, shape=[2] if k == "int32" else []) for k in expected]  # type: ignore[arg-type]
     schema = Schema(inputs=fields, outputs=[FieldSpec(name="p", dtype="float64", shape=[3])])
     meta = v2.model_metadata("iris", ["1", "2"], "sklearn", schema)
@@ -547,7 +631,7 @@ def test_metadata_describes_server_and_model() -> None:
 
 # -- properties -------------------------------------------------------------------------------
 
-NUMERIC = [np.dtype(t) for t in "? u1 u2 u4 u8 i1 i2 i4 i8 f2 f4 f8".split()]
+NUMERIC = [dtype for name, dtype in v2.DATATYPES.items() if name != "BYTES"]
 SHAPES = hnp.array_shapes(min_dims=0, max_dims=3, min_side=0, max_side=4)
 
 
@@ -557,19 +641,25 @@ def tensors(draw: st.DrawFn, binary: bool) -> np.ndarray:
         text = st.binary(max_size=8) if binary else st.text(max_size=8).map(str.encode)
         return draw(hnp.arrays(np.dtype(object), SHAPES, elements=text))
     dtype = draw(st.sampled_from(NUMERIC))
-    finite = {"allow_nan": binary, "allow_infinity": binary} if dtype.kind == "f" else {}
-    return draw(hnp.arrays(dtype, SHAPES, elements=hnp.from_dtype(dtype, **finite)))
+    finite: dict[str, Any] = {"allow_nan": binary, "allow_infinity": binary}
+    elements = hnp.from_dtype(dtype, **finite) if dtype.kind == "f" else None
+    return draw(hnp.arrays(dtype, SHAPES, elements=elements))
+
+
+def as_text(array: np.ndarray) -> np.ndarray:
+    return np.vectorize(bytes.decode, otypes=[object])(array)
 
 
 @settings(max_examples=150, deadline=None)
-@given(st.booleans().flatmap(lambda b: st.tuples(st.just(b), st.lists(tensors(b), min_size=1, max_size=3))))  # fmt: skip
+@given(st.booleans().flatmap(lambda b: st.tuples(st.just(b), st.lists(tensors(b), max_size=4))))
 def test_any_tensor_round_trips_exactly(case: tuple[bool, list[np.ndarray]]) -> None:
     binary, arrays = case
+    arrays = arrays or [np.zeros(2)]  # a request has at least one input
     named = {f"t{i}": array for i, array in enumerate(arrays)}
     request = send(named, binary)
     for tensor_, array in zip(request.inputs, arrays, strict=True):
         if array.dtype == object and not binary:
-            assert tensor_.data.tolist() == np.vectorize(bytes.decode, otypes=[object])(array).tolist()
+            assert tensor_.data.tolist() == as_text(array).tolist()
         else:
             assert tensor_.data.dtype == array.dtype and tensor_.data.shape == array.shape
             np.testing.assert_array_equal(tensor_.data, array)
@@ -578,7 +668,7 @@ def test_any_tensor_round_trips_exactly(case: tuple[bool, list[np.ndarray]]) -> 
     for name, array in named.items():
         got = result.as_numpy(name)
         if array.dtype == object:
-            want = array if binary else np.vectorize(bytes.decode, otypes=[object])(array)
+            want = array if binary else as_text(array)
             assert got.reshape(array.shape).tolist() == want.tolist()
         else:
             assert got.dtype == array.dtype and got.shape == array.shape
@@ -602,7 +692,8 @@ def test_codec_speed_is_reported() -> None:
         )
 
     def micros(call: Any) -> float:
-        return min(timeit.repeat(call, number=2000, repeat=5)) / 2000 * 1e6
+        # The best of many short runs: a busy machine preempts long ones.
+        return min(timeit.repeat(call, number=200, repeat=100)) / 200 * 1e6
 
     print(
         f"\nv2 codec: orjson.loads {micros(lambda: orjson.loads(body)):.1f} us, "

@@ -146,8 +146,8 @@ class Fleet:
                 continue
             try:
                 new = await asyncio.to_thread(self._load, name, revision.number, revision.spec)
-            except ShipyardError as exc:
-                self.failed[name] = exc.message
+            except Exception as exc:  # noqa: BLE001 - a bad revision must not stop the others
+                self.failed[name] = str(exc)[:500]
                 log.error("deployment %s revision %s failed to load: %s", name,
                           revision.number, exc)
                 continue

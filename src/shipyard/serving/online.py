@@ -109,7 +109,7 @@ class OnlineApp:
                                                                   context)
             headers.extend(extra)
         except ShipyardError as exc:
-            status, body, content_type = exc.status, orjson.dumps(exc.to_dict()), JSON
+            status, body, content_type = exc.status, orjson.dumps(_error_body(scope, exc)), JSON
             if exc.status in (429, 503):
                 headers.append((b"retry-after", b"1"))
             context["error"] = exc.code
@@ -328,6 +328,15 @@ class OnlineApp:
         content_type = extra.pop("Content-Type", extra.pop("content-type", "application/json"))
         return 200, payload, content_type.encode(), [
             (k.lower().encode(), v.encode()) for k, v in extra.items()]
+
+
+def _error_body(scope: Scope, exc: ShipyardError) -> dict[str, Any]:
+    """The one error shape, except on V2 routes, whose protocol fixes `error` as a string."""
+    body = exc.to_dict()
+    if scope["path"].startswith("/v2"):
+        inner = body["error"]
+        return {"error": str(exc), **{k: v for k, v in inner.items() if k != "message"}}
+    return body
 
 
 def _allow(method: str, expected: str) -> None:

@@ -122,7 +122,12 @@ def datatype_of(dtype: np.dtype[Any]) -> str | None:
 
 
 def _clip(value: Any) -> str:
-    text = repr(value)
+    """A short view of a caller's value, built without reading all of it."""
+    if type(value) is list:  # a shape, usually: show numbers, name anything else
+        value = [v if type(v) in (int, float, bool) else type(v).__name__ for v in value[:9]]
+    elif type(value) is dict:
+        value = "{...}"
+    text = repr(value[:41] if type(value) is str else value)
     return text if len(text) <= 40 else text[:37] + "..."
 
 
@@ -190,7 +195,7 @@ def _name(item: Any, where: str) -> str:
 
 
 def _once(names: list[str], where: str) -> None:
-    if len(set(names)) != len(names):
+    if len(names) > 1 and len(set(names)) != len(names):
         twice = next(n for i, n in enumerate(names) if n in names[:i])
         raise _bad(twice, "duplicate", f"the name appears twice in {where}.")
 
@@ -371,13 +376,8 @@ def encode_response(
         wanted = []
         for want in request.outputs:
             if want.name not in outputs:
-                raise SchemaError(
-                    f"Got the requested output {want.name!r}. The model has outputs: "
-                    f"{', '.join(outputs)}.",
-                    hint=_HINTS["output"],
-                    field=want.name,
-                    rule="output",
-                )
+                have = ", ".join(outputs)
+                raise _bad(want.name, "output", f"is not an output of the model ({have}).")
             wanted.append((want.name, default if want.binary is None else want.binary))
     entries: list[dict[str, Any]] = []
     blobs: list[bytes] = []
@@ -385,15 +385,14 @@ def encode_response(
         array = np.asarray(outputs[name])
         datatype = datatype_of(array.dtype)
         if datatype is None:  # a model bug, refused like check_outputs refuses one
-            raise SchemaError(
-                f"The model returned output {name!r} as {array.dtype}, which V2 cannot carry.",
-                hint="Cast it in the postprocessing code.",
-                field=name,
-                rule="datatype",
-            )
+            message = f"the model returned {array.dtype}; cast it in the postprocessing code."
+            raise _bad(name, "datatype", message)
         entry: dict[str, Any] = {"name": name, "datatype": datatype, "shape": list(array.shape)}
         if binary:
-            raw = _pack(array) if datatype == "BYTES" else array.astype(_WIRE[datatype]).tobytes()
+            if datatype == "BYTES":
+                raw = _pack(array)
+            else:
+                raw = array.astype(_WIRE[datatype], copy=False).tobytes()
             entry["parameters"] = {"binary_data_size": len(raw)}
             blobs.append(raw)
         elif datatype == "BYTES":
@@ -420,12 +419,7 @@ def _texts(name: str, array: np.ndarray) -> list[str]:
     try:
         return [x if type(x) is str else x.decode() if type(x) is bytes else str(x) for x in items]
     except UnicodeDecodeError:
-        raise SchemaError(
-            f"Output {name!r} holds bytes that are not UTF-8 text.",
-            hint=_HINTS["utf8"],
-            field=name,
-            rule="utf8",
-        ) from None
+        raise _bad(name, "utf8", "an element is not UTF-8 text.") from None
 
 
 def _pack(array: np.ndarray) -> bytes:

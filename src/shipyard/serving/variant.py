@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from shipyard.bundle.schema import check_outputs
+from shipyard.errors import SchemaError
 from shipyard.routing import ServingConfig
 from shipyard.runtimes.base import Outputs
 from shipyard.runtimes.model import Model
@@ -52,7 +53,14 @@ def split(outputs: Outputs, sizes: Sequence[int]) -> list[Outputs]:
 
 
 class ModelFailure(Exception):
-    """The model (or its own code) raised, or broke its output schema."""
+    """The model (or its own code) raised: the fallback answers, or a 503."""
+
+
+class InputRejected(SchemaError):
+    """The model refused a schema-valid input, or answered outside its output schema: 422."""
+
+
+INPUT_ERRORS = (ValueError, TypeError, ArithmeticError)
 
 
 class Variant:
@@ -71,14 +79,53 @@ class Variant:
                                max_wait_s=config.max_wait_ms / 1000.0,
                                name=f"{deployment}-{name}")
 
-    def _run(self, batches: Sequence[Any]) -> list[Outputs]:
+    def _run(self, batches: Sequence[Any]) -> list[Outputs | Exception]:
         try:
-            outputs = self.model.run(merge(batches))
+            outputs = self._call(merge(batches))
+        except InputRejected:
+            if len(batches) == 1:
+                raise
+            # Someone in the batch sent an input the model refuses: find whom, answer the rest.
+            return [self._run_alone(batch) for batch in batches]
+        return self._checked(outputs, batches)
+
+    def _run_alone(self, batch: Any) -> Outputs | Exception:
+        try:
+            return self._checked(self._call(batch), [batch])[0]
+        except (InputRejected, ModelFailure) as exc:
+            return exc
+
+    def _call(self, batch: Any) -> Outputs:
+        try:
+            outputs = self.model.run(batch)
             outputs = {k: np.asarray(v) for k, v in outputs.items()}
-            check_outputs(outputs, self.outputs_spec)
+        except INPUT_ERRORS as exc:
+            # Frameworks signal inputs they cannot handle (infinities after scaling, overflow)
+            # with these: the caller's input, not a broken model.
+            raise InputRejected(f"The model refused this input: {str(exc)[:200]}",
+                                hint="Send values in the range the model was trained on.",
+                                rule="model") from exc
         except Exception as exc:
             raise ModelFailure(f"{type(exc).__name__}: {exc}") from exc
-        return split(outputs, [rows_in(b) for b in batches])
+        missing = [spec.name for spec in self.outputs_spec if spec.name not in outputs]
+        if missing:
+            raise ModelFailure(f"the model returned no output {missing[0]!r}")
+        return outputs
+
+    def _checked(self, outputs: Outputs, batches: Sequence[Any]) -> list[Outputs | Exception]:
+        parts: list[Outputs | Exception] = []
+        for part in split(outputs, [rows_in(b) for b in batches]):
+            # Checked per request: one caller's extreme input must not fail its batch-mates.
+            try:
+                check_outputs(part, self.outputs_spec)
+            except SchemaError as exc:
+                parts.append(InputRejected(
+                    f"The model's answer broke its output schema: {exc.message}",
+                    hint="The input is valid but drives the model outside its output range; "
+                    "check the input values.", **exc.details))
+                continue
+            parts.append(part)
+        return parts
 
     def prepare(self, data: Any) -> Any:
         return self.model.prepare(data, max_rows=self.config.max_rows)
@@ -92,7 +139,9 @@ class Variant:
         """One synthetic prediction in the calling thread, so the first caller pays nothing."""
         from shipyard.bundle.samples import example_rows
 
-        self._run([self.prepare(example_rows(self.model.manifest))])
+        result = self._run([self.prepare(example_rows(self.model.manifest))])[0]
+        if isinstance(result, Exception):
+            raise ModelFailure(f"warm-up answer broke the output schema: {result.message}")
 
     def close(self) -> None:
         self.batcher.close()

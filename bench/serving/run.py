@@ -1,0 +1,458 @@
+"""Serve one scikit-learn model from shipyard and from its peers, side by side, in one run.
+
+    .venv/bin/python bench/serving/run.py [--duration 10] [--warmup 2] [--starts 3]
+        [--peers floor,fastapi,bentoml,litserve,mlserver,mlflow,shipyard,shipyard+batching]
+
+Every server gets the same StandardScaler + LogisticRegression pipeline (model.py) and the
+same single row of 30 floats per request, and answers its label and probabilities. Each runs
+from its own virtual environment under $PEERS_DIR (default /work/peers; setup_peers.sh makes
+the missing ones, with pinned versions and the main venv's scikit-learn), pinned to core 0;
+this script and wrk run on core 1. Only loopback traffic.
+
+Per server: cold start (spawn to the first correct 200 on a real predict request, median of
+--starts starts), then at concurrency 1, 8 and 64 (wrk -t1 -cN, --warmup s discarded, then
+--duration s): throughput, p50/p99 latency, server CPU time per request (utime + stime of the
+server's process tree from /proc), non-2xx answers and socket errors (flagged when not 0);
+then the memory (RSS and PSS) of the process tree after the load.
+
+Prints a table and writes bench/serving/results.md and results.json, with the throughput of
+every server relative to the raw-ASGI floor measured in the same run and shipyard's targets:
+
+- unbatched shipyard >= 0.85x the floor's throughput at every concurrency, and >= 3x
+  BentoML's, LitServe's and MLServer's;
+- shipyard with adaptive batching >= 2.5x the floor's throughput at concurrency 64;
+- batching does not tax a lone caller: p99 at concurrency 1 <= 1.2x the unbatched p99;
+- cold start <= 1.5x the floor's.
+
+Exits 1 when a target that could be measured is missed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from load import ProcessTree, WrkResult, run_wrk, write_script  # noqa: E402
+from model import MODEL_FILE, save  # noqa: E402
+from servers import HERE, MAIN_VENV, SERVERS, Context, Server  # noqa: E402
+
+RESULTS_MD = HERE / "results.md"
+RESULTS_JSON = HERE / "results.json"
+START_TIMEOUT_S = 180.0
+SERVER_CORE, LOAD_CORE = 0, 1
+THREAD_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+              "BENTOML_DO_NOT_TRACK": "true", "DO_NOT_TRACK": "1",
+              "MLFLOW_DISABLE_TELEMETRY": "true", "LITSERVE_DISABLE_TELEMETRY": "1"}
+FLOOR_RATIO_MIN = 0.85
+PEER_RATIO_MIN = 3.0
+BATCH_RATIO_MIN = 2.5
+BATCH_P99_MAX = 1.2
+COLD_RATIO_MAX = 1.5
+SLOW_PEERS = ("bentoml", "litserve", "mlserver")
+
+
+# --- starting and stopping ---------------------------------------------------------------------
+
+def free_port(span: int = 3) -> int:
+    """A port P with P .. P+span-1 all free (MLServer also needs gRPC and metrics ports)."""
+    for _ in range(100):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port + span < 65535 and all(_free(port + i) for i in range(1, span)):
+            return port
+    raise RuntimeError("no free port span on 127.0.0.1")
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def probe(port: int, server: Server, body: bytes, timeout: float = 10.0) -> Any:
+    """POST the request; the parsed JSON answer on 200, None on any other outcome."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request("POST", server.path, body, {"Content-Type": "application/json"})
+        answer = conn.getresponse()
+        data = answer.read()
+        return json.loads(data) if answer.status == 200 else None
+    except (OSError, http.client.HTTPException, ValueError):
+        return None
+    finally:
+        conn.close()
+
+
+def check_answer(server: Server, data: Any, reference: dict[str, Any]) -> None:
+    try:
+        label, proba = server.parse(data)
+    except Exception as exc:  # noqa: BLE001 - any shape we cannot read is a wrong answer
+        raise RuntimeError(f"{server.name}: cannot read label/probabilities from "
+                           f"{json.dumps(data)[:300]} ({exc!r})") from exc
+    expected = reference["probabilities"]
+    if label != reference["label"] or len(proba) != len(expected) or any(
+            abs(a - b) > 1e-6 for a, b in zip(proba, expected, strict=True)):
+        raise RuntimeError(f"{server.name}: wrong answer {label}, {proba}; expected "
+                           f"{reference['label']}, {expected}")
+
+
+class Running:
+    """One started server process (in its own session, so its whole group can be stopped)."""
+
+    def __init__(self, server: Server, ctx: Context, log: Path) -> None:
+        self.server, self.port = server, free_port()
+        argv = server.command(ctx, self.port)
+        if shutil.which("taskset") and (os.cpu_count() or 1) > 1:
+            argv = ["taskset", "-c", str(SERVER_CORE), *argv]
+        env = {**os.environ, **THREAD_ENV, **server.env, "BENCH_MODEL": str(ctx.model),
+               "BENTOML_HOME": str(ctx.workdir / "bentoml-home")}
+        # As if the venv were activated: MLflow, for one, starts `uvicorn` from PATH.
+        bin_dir = ctx.venv(server.venv) / "bin"
+        env.update(VIRTUAL_ENV=str(bin_dir.parent), PATH=f"{bin_dir}:{env.get('PATH', '')}")
+        self.log = log
+        self._log_file = log.open("wb")
+        self.started = time.perf_counter()
+        self.proc = subprocess.Popen(argv, cwd=server.cwd or ctx.workdir, env=env,
+                                     stdin=subprocess.DEVNULL, stdout=self._log_file,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+        self.tree = ProcessTree(self.proc.pid)
+
+    def wait_ready(self, body: bytes, reference: dict[str, Any]) -> float:
+        """Seconds from spawn to the first 200 on a real predict request (checked)."""
+        deadline = self.started + START_TIMEOUT_S
+        while time.perf_counter() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.server.name} exited ({self.proc.returncode}) before "
+                                   f"answering:\n{self.tail()}")
+            data = probe(self.port, self.server, body, timeout=START_TIMEOUT_S)
+            if data is not None:
+                elapsed = time.perf_counter() - self.started
+                check_answer(self.server, data, reference)
+                return elapsed
+            time.sleep(0.01)
+        raise RuntimeError(f"{self.server.name} gave no 200 within {START_TIMEOUT_S:.0f} s:\n"
+                           f"{self.tail()}")
+
+    def tail(self, lines: int = 20) -> str:
+        self._log_file.flush()
+        text = self.log.read_text(errors="replace").splitlines()
+        return "\n".join(text[-lines:])
+
+    def stop(self) -> None:
+        pids = self.tree.pids()
+        for sig, wait_s in ((signal.SIGTERM, 15.0), (signal.SIGKILL, 5.0)):
+            try:
+                os.killpg(self.proc.pid, sig)
+            except ProcessLookupError:
+                pass
+            try:
+                self.proc.wait(timeout=wait_s)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        for pid in pids:  # descendants that left the group
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        self._log_file.close()
+
+
+# --- measuring -------------------------------------------------------------------------------
+
+def point(result: WrkResult, cpu_s: float) -> dict[str, Any]:
+    ok = result.ok_requests
+    return {"rps": result.rps, "p50_ms": result.p50_ms, "p90_ms": result.p90_ms,
+            "p99_ms": result.p99_ms, "max_ms": result.max_ms, "requests": result.requests,
+            "seconds": result.seconds, "non_2xx": result.non_2xx, "errors": result.errors,
+            "cpu_us_per_req": cpu_s / ok * 1e6 if ok else None}
+
+
+def measure(server: Server, ctx: Context, reference: dict[str, Any],
+            args: argparse.Namespace) -> dict[str, Any]:
+    out: dict[str, Any] = {"note": server.note}
+    if server.prepare is not None:
+        server.prepare(ctx)
+    body = server.body(ctx)
+    script = write_script(ctx.workdir, server.name.replace("+", "_"), server.path, body)
+    logs = ctx.workdir / "logs"
+    logs.mkdir(exist_ok=True)
+    cold: list[float] = []
+    running: Running | None = None
+    try:
+        for i in range(args.starts):
+            running = Running(server, ctx, logs / f"{server.name}-{i}.log")
+            cold.append(running.wait_ready(body, reference))
+            print(f"  {server.name}: start {i + 1}: first answer after {cold[-1]:.2f} s",
+                  flush=True)
+            if i < args.starts - 1:
+                running.stop()
+                running = None
+        assert running is not None
+        out["cold_start_s"] = statistics.median(cold)
+        out["cold_starts_s"] = cold
+        out["points"] = {}
+        for c in args.concurrency:
+            if args.warmup > 0:
+                run_wrk(running.port, script, c, args.warmup)
+            before = running.tree.cpu_seconds()
+            result = run_wrk(running.port, script, c, args.duration)
+            used = running.tree.cpu_seconds() - before
+            out["points"][str(c)] = p = point(result, used)
+            check_answer(server, probe(running.port, server, body), reference)
+            print(f"  {server.name}: c={c}: {p['rps']:.0f} req/s, p50 {p['p50_ms']:.2f} ms, "
+                  f"p99 {p['p99_ms']:.2f} ms, cpu {p['cpu_us_per_req'] or 0:.0f} us/req, "
+                  f"non-2xx {p['non_2xx']}, errors {p['errors']}", flush=True)
+        out["rss_mib"], out["pss_mib"] = running.tree.memory_mib()
+        out["processes"] = len(running.tree.pids())
+    finally:
+        if running is not None:
+            running.stop()
+    return out
+
+
+# --- environment -----------------------------------------------------------------------------
+
+def setup(names: list[str], ctx: Context, skip: bool) -> dict[str, str]:
+    """Create missing venvs; return {venv: why it is unusable} for those that failed."""
+    venvs = sorted({SERVERS[n].venv for n in names} - {"main"})
+    if venvs and not skip:
+        env = {**os.environ, "PEERS_DIR": str(ctx.peers_dir),
+               "MAIN_PY": str(MAIN_VENV / "bin" / "python")}
+        subprocess.run(["bash", str(HERE / "setup_peers.sh"), *venvs], env=env, check=False,
+                       timeout=3600)
+    failed = {}
+    for venv in venvs:
+        if not (ctx.venv(venv) / ".shipyard-bench-stamp").is_file():
+            log = ctx.peers_dir / venv / "install.log"
+            lines = [ln for ln in (log.read_text(errors="replace").splitlines()
+                                   if log.is_file() else []) if not ln.startswith("WARNING")]
+            failed[venv] = "install failed: " + (lines[-1] if lines else "no venv")
+    return failed
+
+
+def versions(ctx: Context, server: Server) -> dict[str, str]:
+    names = [server.package, "scikit-learn", "numpy", "uvicorn"]
+    code = ("import importlib.metadata as m, json\nout = {}\n"
+            f"for n in {names!r}:\n"
+            "    try: out[n] = m.version(n)\n"
+            "    except m.PackageNotFoundError: pass\nprint(json.dumps(out))")
+    done = subprocess.run([str(ctx.venv(server.venv) / "bin" / "python"), "-c", code],
+                          capture_output=True, text=True, check=False, timeout=60)
+    return json.loads(done.stdout) if done.returncode == 0 else {}
+
+
+def machine() -> dict[str, Any]:
+    cpu = ""
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    wrk = subprocess.run(["wrk", "--version"], capture_output=True, text=True, check=False)
+    return {"nproc": os.cpu_count(), "cpu": cpu, "kernel": platform.release(),
+            "python": platform.python_version(),
+            "wrk": (wrk.stdout or wrk.stderr).splitlines()[0] if (wrk.stdout or wrk.stderr)
+            else "", "loadavg_start": os.getloadavg()[0]}
+
+
+# --- reporting -------------------------------------------------------------------------------
+
+def fmt(value: float | None, digits: int = 0) -> str:
+    return "-" if value is None else f"{value:,.{digits}f}"
+
+
+def ratio_text(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}x"
+
+
+def ratios(results: dict[str, dict[str, Any]], levels: list[int]) -> dict[str, dict[str, float]]:
+    floor = results.get("floor", {}).get("points")
+    if not floor:
+        return {}
+    out = {}
+    for name, res in results.items():
+        if res.get("points"):
+            out[name] = {str(c): res["points"][str(c)]["rps"] / floor[str(c)]["rps"]
+                         for c in levels if floor[str(c)]["rps"]}
+    return out
+
+
+def targets(results: dict[str, dict[str, Any]], levels: list[int]) -> list[dict[str, Any]]:
+    def pts(name: str) -> dict[str, Any] | None:
+        return results.get(name, {}).get("points")
+
+    found: list[dict[str, Any]] = []
+
+    def add(what: str, value: float | None, limit: float, at_least: bool) -> None:
+        met = None if value is None else (value >= limit if at_least else value <= limit)
+        found.append({"target": what, "value": value, "limit": limit,
+                      "at_least": at_least, "met": met})
+
+    floor, ship, batch = pts("floor"), pts("shipyard"), pts("shipyard+batching")
+    for c in levels:
+        add(f"shipyard / floor throughput, c={c}",
+            ship[str(c)]["rps"] / floor[str(c)]["rps"] if ship and floor else None,
+            FLOOR_RATIO_MIN, True)
+    for peer in SLOW_PEERS:
+        for c in levels:
+            other = pts(peer)
+            add(f"shipyard / {peer} throughput, c={c}",
+                ship[str(c)]["rps"] / other[str(c)]["rps"] if ship and other else None,
+                PEER_RATIO_MIN, True)
+    top = str(max(levels))
+    add(f"shipyard+batching / floor throughput, c={top}",
+        batch[top]["rps"] / floor[top]["rps"] if batch and floor else None,
+        BATCH_RATIO_MIN, True)
+    add("shipyard+batching p99 / shipyard p99, c=1",
+        batch["1"]["p99_ms"] / ship["1"]["p99_ms"] if batch and ship and "1" in ship else None,
+        BATCH_P99_MAX, False)
+    cold_f = results.get("floor", {}).get("cold_start_s")
+    cold_s = results.get("shipyard", {}).get("cold_start_s")
+    add("shipyard / floor cold start", cold_s / cold_f if cold_s and cold_f else None,
+        COLD_RATIO_MAX, False)
+    return found
+
+
+def report(results: dict[str, dict[str, Any]], levels: list[int], info: dict[str, Any],
+           args: argparse.Namespace) -> tuple[str, list[dict[str, Any]]]:
+    rel = ratios(results, levels)
+    lines = ["| server | c | req/s | vs floor | p50 ms | p99 ms | server CPU us/req | "
+             "non-2xx / errors |", "|---|---:|---:|---:|---:|---:|---:|---|"]
+    for name, res in results.items():
+        if not res.get("points"):
+            continue
+        for c in levels:
+            p = res["points"][str(c)]
+            bad = p["non_2xx"] or p["errors"]
+            lines.append(
+                f"| {name} | {c} | {fmt(p['rps'])} | {ratio_text(rel.get(name, {}).get(str(c)))}"
+                f" | {fmt(p['p50_ms'], 2)} | {fmt(p['p99_ms'], 2)} | "
+                f"{fmt(p['cpu_us_per_req'])} | "
+                f"{'**FLAG** ' if bad else ''}{p['non_2xx']} / {p['errors']} |")
+    lines += ["", "| server | cold start s (median) | cold starts s | RSS MiB | PSS MiB | "
+              "processes | versions |", "|---|---:|---|---:|---:|---:|---|"]
+    for name, res in results.items():
+        vers = ", ".join(f"{k} {v}" for k, v in res.get("versions", {}).items())
+        if "error" in res:
+            lines.append(f"| {name} | failed | | | | | {vers} |")
+            continue
+        lines.append(
+            f"| {name} | {fmt(res['cold_start_s'], 2)} | "
+            f"{', '.join(f'{s:.2f}' for s in res['cold_starts_s'])} | {fmt(res['rss_mib'])} | "
+            f"{fmt(res['pss_mib'])} | {res['processes']} | {vers} |")
+    found = targets(results, levels)
+    lines += ["", "| shipyard target | value | limit | met |", "|---|---:|---:|---|"]
+    for t in found:
+        met = {None: "not measured", True: "yes", False: "**NO**"}[t["met"]]
+        lines.append(f"| {t['target']} | {fmt(t['value'], 2)} | "
+                     f"{'>=' if t['at_least'] else '<='} {t['limit']} | {met} |")
+    failures = [f"- **{n}**: {r['error']}" for n, r in results.items() if "error" in r]
+    if failures:
+        lines += ["", "Servers that could not be measured:", "", *failures]
+    text = "\n".join(lines)
+    header = [
+        "# Serving benchmark: shipyard and its peers, one model, one run", "",
+        f"Run on {info['date']}: `{info['command']}`", "",
+        f"Machine: {info['nproc']} cores ({info['cpu']}), Linux {info['kernel']}, Python "
+        f"{info['python']}, {info['wrk']}. Load average (1 min) {info['loadavg_start']:.2f} at "
+        f"the start, {info['loadavg_end']:.2f} at the end: other work on the machine during "
+        "the run shows up as noise.", "",
+        f"Each server pinned to core {SERVER_CORE}, wrk (`-t1 -cN`) and this harness on core "
+        f"{LOAD_CORE}; {args.warmup:g} s warm-up then {args.duration:g} s per concurrency; "
+        "single-row JSON requests (30 floats) against a StandardScaler + LogisticRegression "
+        "pipeline; every answer's label and probabilities checked against the model's. "
+        "Server CPU is utime + stime of the server's whole process tree over the measured "
+        "interval, divided by the requests answered. Memory: the process tree after the load "
+        "(PSS counts pages shared between forked workers once).", "",
+        "Servers:", "", *[f"- **{n}**: {SERVERS[n].note}" for n in results], "", "",
+    ]
+    return "\n".join(header) + text + "\n", found
+
+
+# --- main ------------------------------------------------------------------------------------
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per point")
+    parser.add_argument("--warmup", type=float, default=2.0, help="seconds before each point")
+    parser.add_argument("--starts", type=int, default=3, help="cold starts per server")
+    parser.add_argument("--concurrency", default="1,8,64")
+    parser.add_argument("--peers", default=",".join(SERVERS),
+                        help=f"comma-separated, from: {', '.join(SERVERS)}")
+    parser.add_argument("--peers-dir", default=os.environ.get("PEERS_DIR", "/work/peers"))
+    parser.add_argument("--no-setup", action="store_true",
+                        help="do not create missing peer venvs")
+    parser.add_argument("--out", default=str(RESULTS_MD), help="results markdown file")
+    args = parser.parse_args()
+    args.concurrency = [int(c) for c in args.concurrency.split(",")]
+    names = [n.strip() for n in args.peers.split(",") if n.strip()]
+    unknown = [n for n in names if n not in SERVERS]
+    if unknown:
+        parser.error(f"Got unknown server(s) {unknown}. Expected some of {list(SERVERS)}.")
+    if not shutil.which("wrk"):
+        sys.exit("wrk is not installed. Try: apt-get install -y wrk")
+    if (os.cpu_count() or 1) > 1:
+        os.sched_setaffinity(0, {LOAD_CORE})
+
+    info = machine()
+    info["date"] = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    info["command"] = " ".join(["python bench/serving/run.py", *sys.argv[1:]])
+    workdir = Path(tempfile.mkdtemp(prefix="shipyard-serving-bench-"))
+    reference = save(workdir)
+    ctx = Context(workdir=workdir, model=workdir / MODEL_FILE, row=reference["row"],
+                  peers_dir=Path(args.peers_dir))
+    failed_venvs = setup(names, ctx, args.no_setup)
+
+    results: dict[str, dict[str, Any]] = {}
+    for name in names:
+        server = SERVERS[name]
+        print(f"{name}:", flush=True)
+        if server.venv in failed_venvs:
+            results[name] = {"error": failed_venvs[server.venv], "note": server.note}
+            print(f"  skipped: {failed_venvs[server.venv]}", flush=True)
+            continue
+        try:
+            results[name] = measure(server, ctx, reference, args)
+        except Exception as exc:  # noqa: BLE001 - one failing server must not end the run
+            results[name] = {"error": str(exc).replace("\n", " ")[:1500], "note": server.note}
+            print(f"  FAILED: {exc}", flush=True)
+        results[name]["versions"] = versions(ctx, server)
+
+    info["loadavg_end"] = os.getloadavg()[0]
+    text, found = report(results, args.concurrency, info, args)
+    print("\n" + text)
+    Path(args.out).write_text(text)
+    json_path = Path(args.out).with_suffix(".json")
+    json_path.write_text(json.dumps({"machine": info, "results": results, "targets": found,
+                                     "ratios_vs_floor": ratios(results, args.concurrency)},
+                                    indent=2) + "\n")
+    if any("error" in r for r in results.values()):
+        print(f"wrote {args.out} and {json_path}; server logs kept in {workdir / 'logs'}")
+    else:
+        print(f"wrote {args.out} and {json_path}")
+        shutil.rmtree(workdir, ignore_errors=True)
+    return 1 if any(t["met"] is False for t in found) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
