@@ -9,6 +9,7 @@ process in the tree, plus the cutime + cstime of children it has already reaped)
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -100,10 +101,8 @@ class ProcessTree:
             pid = todo.pop()
             found.append(pid)
             for task in Path(f"/proc/{pid}/task").glob("*"):
-                try:
+                with contextlib.suppress(OSError):
                     todo.extend(int(c) for c in (task / "children").read_text().split())
-                except OSError:
-                    pass
         return found
 
     def cpu_seconds(self) -> float:
@@ -132,3 +131,13 @@ class ProcessTree:
             except OSError:
                 continue
         return rss / 1024, pss / 1024
+
+
+def core_busy_seconds(core: int) -> float:
+    """CPU seconds core `core` has spent busy since boot (all processes, from /proc/stat)."""
+    for line in Path("/proc/stat").read_text().splitlines():
+        if line.startswith(f"cpu{core} "):
+            user, nice, system, _idle, _iowait, irq, softirq, steal = (
+                int(v) for v in line.split()[1:9])
+            return (user + nice + system + irq + softirq + steal) / CLOCK_TICKS
+    return 0.0

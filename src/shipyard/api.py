@@ -33,14 +33,19 @@ def _settings(settings: Settings | None) -> Settings:
     return settings if settings is not None else Settings.load()
 
 
-def _evaluate(model: Model, eval_data: tuple[Any, Any], description: str,
-              thresholds: Mapping[str, float] | None) -> tuple[Any, Outputs, Any]:
+def _evaluate(
+    model: Model,
+    eval_data: tuple[Any, Any],
+    description: str,
+    thresholds: Mapping[str, float] | None,
+) -> tuple[Any, Outputs, Any]:
     X, y = eval_data
     batch = model.prepare(X)
     outputs = model.run(batch)
     if "label" in outputs:
-        found = evaluation.classification_metrics(y, outputs["label"],
-                                                  outputs.get("probabilities"), model.classes)
+        found = evaluation.classification_metrics(
+            y, outputs["label"], outputs.get("probabilities"), model.classes
+        )
     elif "prediction" in outputs and np.asarray(y).ndim == 1:
         found = evaluation.regression_metrics(y, outputs["prediction"])
     else:
@@ -73,9 +78,16 @@ def package(
     output on it. With `eval_data=(X, y)` the evaluation report and the reference profile are
     computed on that data (otherwise the profile uses `sample`).
     """
-    manifest = Manifest.from_dict({
-        "name": name, "version": version, "owner": Owner.parse(owner).model_dump(),
-        "description": description, "runtime": {"kind": "python"}}, source="package()")
+    manifest = Manifest.from_dict(
+        {
+            "name": name,
+            "version": version,
+            "owner": Owner.parse(owner).model_dump(),
+            "description": description,
+            "runtime": {"kind": "python"},
+        },
+        source="package()",
+    )
     adapter = get_runtime(runtime) if runtime else detect(model)
     extra_rows = eval_data[0] if eval_data is not None else None
     schema = infer_inputs(sample, extra_rows)
@@ -83,19 +95,22 @@ def package(
     with build.staging(dest, overwrite=overwrite) as tmp:
         saved = adapter.save(model, tmp, sample)
         distributions = build.distributions_for_modules(
-            [klass.__module__ for klass in type(model).__mro__])
+            [klass.__module__ for klass in type(model).__mro__]
+        )
         distributions.update(adapter.packages)
         distributions.update(CORE_DISTRIBUTIONS)
-        manifest = manifest.model_copy(update={
-            "runtime": RuntimeSpec(kind=adapter.kind, options=saved.options),
-            "artifacts": build.file_entries(tmp, saved.files),
-            "code": Code(files=build.file_entries(tmp, saved.code_files)),
-            "schema_": schema,
-            "features": Features(**features) if features else None,
-            "dependencies": build.pinned_dependencies(distributions),
-            "tags": dict(tags or {}),
-            "created_at": datetime.now(UTC),
-        })
+        manifest = manifest.model_copy(
+            update={
+                "runtime": RuntimeSpec(kind=adapter.kind, options=saved.options),
+                "artifacts": build.file_entries(tmp, saved.files),
+                "code": Code(files=build.file_entries(tmp, saved.code_files)),
+                "schema_": schema,
+                "features": Features(**features) if features else None,
+                "dependencies": build.pinned_dependencies(distributions),
+                "tags": dict(tags or {}),
+                "created_at": datetime.now(UTC),
+            }
+        )
         build.write_manifest(tmp, manifest)
         loaded = load_bundle(tmp)
         _finish_from_data(tmp, loaded, sample, eval_data, eval_description, thresholds)
@@ -103,34 +118,47 @@ def package(
     return dest
 
 
-def _finish_from_data(folder: Path, model: Model, sample: Any,
-                      eval_data: tuple[Any, Any] | None, eval_description: str,
-                      thresholds: Mapping[str, float] | None) -> Manifest:
+def _finish_from_data(
+    folder: Path,
+    model: Model,
+    sample: Any,
+    eval_data: tuple[Any, Any] | None,
+    eval_description: str,
+    thresholds: Mapping[str, float] | None,
+) -> Manifest:
     """Add the output schema, evaluation report and reference profile; rewrite the manifest."""
     manifest = model.manifest
     sample_batch = model.prepare(sample)
     sample_outputs = model.run(sample_batch)
     schema = (manifest.schema_ or Schema()).model_copy(
-        update={"outputs": infer_outputs(sample_outputs, model.classes)})
+        update={"outputs": infer_outputs(sample_outputs, model.classes)}
+    )
     model.schema = schema
     report = None
     if eval_data is not None:
         batch, outputs, report = _evaluate(model, eval_data, eval_description, thresholds)
     else:
         batch, outputs = sample_batch, sample_outputs
-    manifest = manifest.model_copy(update={
-        "schema_": schema,
-        "evaluation": report if report is not None else manifest.evaluation,
-        "profile": build_profile(schema, batch, outputs),
-    })
+    manifest = manifest.model_copy(
+        update={
+            "schema_": schema,
+            "evaluation": report if report is not None else manifest.evaluation,
+            "profile": build_profile(schema, batch, outputs),
+        }
+    )
     build.write_manifest(folder, manifest)
     model.manifest = manifest
     return manifest
 
 
-def finish(folder: str | Path, *, data: Any = None, target: str | None = None,
-           thresholds: Mapping[str, float] | None = None,
-           description: str = "evaluation data") -> Manifest:
+def finish(
+    folder: str | Path,
+    *,
+    data: Any = None,
+    target: str | None = None,
+    thresholds: Mapping[str, float] | None = None,
+    description: str = "evaluation data",
+) -> Manifest:
     """Complete a hand-made bundle folder: hash files, pin dependencies, schema, profile.
 
     `data` is a DataFrame (or a CSV/Parquet path) of evaluation rows; `target` names its label
@@ -143,20 +171,27 @@ def finish(folder: str | Path, *, data: Any = None, target: str | None = None,
     code_files = build.list_files(folder, "code")
     for entry in raw.code.files:
         if entry.path not in code_files:
-            raise BundleError(f"Code file {entry.path!r} is listed but missing.",
-                              hint="Restore it or remove it from shipyard.yaml.", file=entry.path)
+            raise BundleError(
+                f"Code file {entry.path!r} is listed but missing.",
+                hint="Restore it or remove it from shipyard.yaml.",
+                file=entry.path,
+            )
     distributions = set(CORE_DISTRIBUTIONS)
     distributions.update(get_runtime(raw.runtime.kind).packages)
-    manifest = raw.model_copy(update={
-        "artifacts": build.file_entries(folder, artifacts),
-        "code": raw.code.model_copy(update={"files": build.file_entries(folder, code_files)}),
-        "dependencies": raw.dependencies or build.pinned_dependencies(distributions),
-        "created_at": raw.created_at or datetime.now(UTC),
-    })
+    manifest = raw.model_copy(
+        update={
+            "artifacts": build.file_entries(folder, artifacts),
+            "code": raw.code.model_copy(update={"files": build.file_entries(folder, code_files)}),
+            "dependencies": raw.dependencies or build.pinned_dependencies(distributions),
+            "created_at": raw.created_at or datetime.now(UTC),
+        }
+    )
     if manifest.schema_ is None or not manifest.schema_.inputs:
-        raise ManifestError("shipyard.yaml declares no input schema.",
-                            hint="List schema.inputs (name, dtype) in shipyard.yaml.",
-                            field="schema.inputs")
+        raise ManifestError(
+            "shipyard.yaml declares no input schema.",
+            hint="List schema.inputs (name, dtype) in shipyard.yaml.",
+            field="schema.inputs",
+        )
     build.write_manifest(folder, manifest)
     model = load_bundle(folder)
     frame = _read_table(data) if data is not None else None
@@ -165,9 +200,11 @@ def finish(folder: str | Path, *, data: Any = None, target: str | None = None,
     if frame is not None:
         if target is not None:
             if target not in frame.columns:
-                raise ManifestError(f"Column {target!r} is not in the data.",
-                                    hint=f"Columns are: {', '.join(map(str, frame.columns))}.",
-                                    field="target")
+                raise ManifestError(
+                    f"Column {target!r} is not in the data.",
+                    hint=f"Columns are: {', '.join(map(str, frame.columns))}.",
+                    field="target",
+                )
             eval_data = (frame.drop(columns=[target]), frame[target].to_numpy())
             sample = eval_data[0]
         else:
@@ -184,23 +221,30 @@ def _read_table(data: Any) -> pd.DataFrame:
         return data
     path = Path(data)
     if not path.is_file():
-        raise ManifestError(f"Data file {str(path)!r} does not exist.",
-                            hint="Pass a CSV or Parquet file.", field="data")
+        raise ManifestError(
+            f"Data file {str(path)!r} does not exist.",
+            hint="Pass a CSV or Parquet file.",
+            field="data",
+        )
     try:
         if path.suffix.lower() in (".parquet", ".pq"):
             return pd.read_parquet(path)
         return pd.read_csv(path)
     except Exception as exc:
-        raise ManifestError(f"Cannot read {path.name}: {exc}.",
-                            hint="Pass a well-formed CSV or Parquet file.", field="data") from exc
+        raise ManifestError(
+            f"Cannot read {path.name}: {exc}.",
+            hint="Pass a well-formed CSV or Parquet file.",
+            field="data",
+        ) from exc
 
 
 def check(bundle: str | Path, *, trusted_keys: Sequence[Path] = ()) -> list[Finding]:
     """Every missing or inconsistent item of a bundle folder, including loading checks."""
     folder = Path(bundle)
     manifest, findings = static_findings(folder)
-    if manifest is None or is_fragile([f for f in findings if f.code in (
-            "files-invalid", "hash-mismatch", "unsafe-artifact")]):
+    if manifest is None or is_fragile(
+        [f for f in findings if f.code in ("files-invalid", "hash-mismatch", "unsafe-artifact")]
+    ):
         return findings
     schema = manifest.schema_
     if schema is None or not schema.inputs:
@@ -215,12 +259,15 @@ def check(bundle: str | Path, *, trusted_keys: Sequence[Path] = ()) -> list[Find
         try:
             outputs = model.run(batch)
         except Exception as exc:  # noqa: BLE001 - the model's own code: any failure is a finding
-            findings.append(finding(
-                "schema-rejected",
-                f"The model failed on rows that satisfy its input schema: "
-                f"{type(exc).__name__}: {str(exc)[:200]}.",
-                "Make the schema match what the model takes (names, dtypes, categories).",
-                "schema.inputs"))
+            findings.append(
+                finding(
+                    "schema-rejected",
+                    f"The model failed on rows that satisfy its input schema: "
+                    f"{type(exc).__name__}: {str(exc)[:200]}.",
+                    "Make the schema match what the model takes (names, dtypes, categories).",
+                    "schema.inputs",
+                )
+            )
             return findings
         try:
             check_outputs(outputs, schema.outputs)
@@ -228,9 +275,14 @@ def check(bundle: str | Path, *, trusted_keys: Sequence[Path] = ()) -> list[Find
             if unknown:
                 raise ManifestError(f"The model returned undeclared outputs: {unknown}.")
         except ShipyardError as exc:
-            findings.append(finding("output-mismatch", exc.message,
-                                    "Re-run `shipyard package FOLDER` to rewrite the output "
-                                    "schema.", "schema.outputs"))
+            findings.append(
+                finding(
+                    "output-mismatch",
+                    exc.message,
+                    "Re-run `shipyard package FOLDER` to rewrite the output schema.",
+                    "schema.outputs",
+                )
+            )
     finally:
         model.close()
     return findings
@@ -240,16 +292,26 @@ def fragile_reasons(findings: Sequence[Finding]) -> list[str]:
     return [f"{f.code}: {f.message}" for f in findings if f.severity == "error"]
 
 
-def push(bundle: str | Path, *, settings: Settings | None = None, allow_fragile: bool = False,
-         actor: str | None = None,
-         progress: Callable[[int, int], None] | None = None) -> PushResult:
+def push(
+    bundle: str | Path,
+    *,
+    settings: Settings | None = None,
+    allow_fragile: bool = False,
+    actor: str | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> PushResult:
     """Check a bundle and register it; refuse a fragile one unless `allow_fragile`."""
     settings = _settings(settings)
     findings = check(bundle, trusted_keys=settings.trusted_keys)
     registry = Registry.open(settings)
     try:
-        return registry.push(Path(bundle), actor=actor, fragile_reasons=fragile_reasons(findings),
-                             allow_fragile=allow_fragile, progress=progress)
+        return registry.push(
+            Path(bundle),
+            actor=actor,
+            fragile_reasons=fragile_reasons(findings),
+            allow_fragile=allow_fragile,
+            progress=progress,
+        )
     finally:
         registry.close()
 
@@ -271,16 +333,21 @@ def load(ref: str | Path, *, settings: Settings | None = None) -> Model:
 def init(dest: str | Path, *, name: str, owner: str) -> Path:
     """Scaffold a bundle folder with custom loading, preprocessing and postprocessing code."""
     Owner.parse(owner)
-    Manifest.from_dict({"name": name, "version": "0.1.0", "runtime": {"kind": "python"}},
-                       source="init")
+    Manifest.from_dict(
+        {"name": name, "version": "0.1.0", "runtime": {"kind": "python"}}, source="init"
+    )
     return build.scaffold(Path(dest), name=name, owner=owner)
 
 
-def pull(ref: str, dest: str | Path, *, settings: Settings | None = None,
-         progress: Callable[[int, int], None] | None = None) -> Path:
+def pull(
+    ref: str,
+    dest: str | Path,
+    *,
+    settings: Settings | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> Path:
     registry = Registry.open(_settings(settings))
     try:
         return registry.pull(ref, Path(dest), progress=progress)
     finally:
         registry.close()
-

@@ -61,8 +61,14 @@ def progress_bar(label: str, enabled: bool) -> Iterator[Callable[[int, int], Non
     if not enabled or not err_console.is_terminal:
         yield None
         return
-    with Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
-                  TransferSpeedColumn(), console=err_console, transient=True) as bar:
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        console=err_console,
+        transient=True,
+    ) as bar:
         task = bar.add_task(label, total=None)
 
         def update(done: int, total: int) -> None:
@@ -73,21 +79,33 @@ def progress_bar(label: str, enabled: bool) -> Iterator[Callable[[int, int], Non
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="shipyard")
-@click.option("--home", type=click.Path(path_type=Path), default=None,
-              help="Folder for the default registry and store [env SHIPYARD_HOME].")
-@click.option("--database-url", default=None,
-              help="Registry database URL [env SHIPYARD_DATABASE_URL].")
+@click.option(
+    "--home",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Folder for the default registry and store [env SHIPYARD_HOME].",
+)
+@click.option(
+    "--database-url", default=None, help="Registry database URL [env SHIPYARD_DATABASE_URL]."
+)
 @click.option("--store-url", default=None, help="Artifact store URL [env SHIPYARD_STORE_URL].")
 @click.option("--actor", default=None, help="Who the audit log records [env SHIPYARD_ACTOR].")
 @click.pass_context
-def cli(ctx: click.Context, home: Path | None, database_url: str | None,
-        store_url: str | None, actor: str | None) -> None:
+def cli(
+    ctx: click.Context,
+    home: Path | None,
+    database_url: str | None,
+    store_url: str | None,
+    actor: str | None,
+) -> None:
     """shipyard: package, register, serve, roll out and roll back models."""
-    ctx.obj = Context({"home": home, "database_url": database_url, "store_url": store_url,
-                       "actor": actor})
+    ctx.obj = Context(
+        {"home": home, "database_url": database_url, "store_url": store_url, "actor": actor}
+    )
 
 
 # -- bundles -----------------------------------------------------------------------------------
+
 
 @cli.command()
 @click.argument("dest", type=click.Path(path_type=Path))
@@ -98,20 +116,31 @@ def init(dest: Path, name: str, owner: str) -> None:
     from shipyard import api
 
     api.init(dest, name=name, owner=owner)
-    console.print(f"Created {dest}. Edit code/ and shipyard.yaml, then run "
-                  f"`shipyard package {dest}`.")
+    console.print(
+        f"Created {dest}. Edit code/ and shipyard.yaml, then run `shipyard package {dest}`."
+    )
 
 
 @cli.command("package")
 @click.argument("folder", type=click.Path(path_type=Path))
-@click.option("--data", type=click.Path(path_type=Path), default=None,
-              help="CSV or Parquet evaluation data (profile and metrics).")
+@click.option(
+    "--data",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="CSV or Parquet evaluation data (profile and metrics).",
+)
 @click.option("--target", default=None, help="Label column in --data.")
-@click.option("--threshold", "thresholds", multiple=True, metavar="METRIC=VALUE",
-              help="A threshold the metric must meet, e.g. accuracy=0.9 (repeatable).")
+@click.option(
+    "--threshold",
+    "thresholds",
+    multiple=True,
+    metavar="METRIC=VALUE",
+    help="A threshold the metric must meet, e.g. accuracy=0.9 (repeatable).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
-def package_cmd(folder: Path, data: Path | None, target: str | None,
-                thresholds: tuple[str, ...], as_json: bool) -> None:
+def package_cmd(
+    folder: Path, data: Path | None, target: str | None, thresholds: tuple[str, ...], as_json: bool
+) -> None:
     """Finish a bundle folder: hashes, pinned dependencies, schema, profile, metrics."""
     from shipyard import api
 
@@ -123,14 +152,17 @@ def package_cmd(folder: Path, data: Path | None, target: str | None,
         except ValueError:
             sep = ""
         if not sep:
-            raise click.BadParameter(f"Got {item!r}. Expected METRIC=NUMBER.",
-                                     param_hint="--threshold")
+            raise click.BadParameter(
+                f"Got {item!r}. Expected METRIC=NUMBER.", param_hint="--threshold"
+            )
     manifest = api.finish(folder, data=data, target=target, thresholds=parsed)
     if as_json:
         emit_json(manifest.model_dump(mode="json", by_alias=True, exclude_none=True))
     else:
-        console.print(f"Packaged {manifest.name}:{manifest.version} in {folder} "
-                      f"({len(manifest.artifacts)} artifact files).")
+        console.print(
+            f"Packaged {manifest.name}:{manifest.version} in {folder} "
+            f"({len(manifest.artifacts)} artifact files)."
+        )
 
 
 @cli.command("check")
@@ -145,12 +177,16 @@ def check_cmd(ctx: Context, bundle: Path, as_json: bool) -> None:
     findings = api.check(bundle, trusted_keys=ctx.settings.trusted_keys)
     fragile = is_fragile(findings)
     if as_json:
-        emit_json({"bundle": str(bundle), "fragile": fragile,
-                   "findings": [f.to_dict() for f in findings]})
+        emit_json(
+            {"bundle": str(bundle), "fragile": fragile, "findings": [f.to_dict() for f in findings]}
+        )
     else:
         print_findings(findings)
-        console.print("[red]fragile[/red]: fix the errors above before deploying." if fragile
-                      else "[green]ready[/green]: no errors.")
+        console.print(
+            "[red]fragile[/red]: fix the errors above before deploying."
+            if fragile
+            else "[green]ready[/green]: no errors."
+        )
     sys.exit(1 if fragile else 0)
 
 
@@ -160,15 +196,24 @@ def print_findings(findings: list[Any]) -> None:
     table = Table("severity", "code", "message", "where")
     colours = {"error": "red", "warning": "yellow", "info": "cyan"}
     for f in findings:
-        table.add_row(f"[{colours[f.severity]}]{f.severity}[/]", f.code,
-                      f.message + (f"\n[dim]{f.hint}[/dim]" if f.hint else ""), f.where)
+        table.add_row(
+            f"[{colours[f.severity]}]{f.severity}[/]",
+            f.code,
+            f.message + (f"\n[dim]{f.hint}[/dim]" if f.hint else ""),
+            f.where,
+        )
     console.print(table)
 
 
 @cli.command()
 @click.argument("bundle", type=click.Path(path_type=Path))
-@click.option("--key", "key_path", required=True, type=click.Path(path_type=Path),
-              help="ed25519 private key (PEM) from `shipyard keygen`.")
+@click.option(
+    "--key",
+    "key_path",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="ed25519 private key (PEM) from `shipyard keygen`.",
+)
 def sign(bundle: Path, key_path: Path) -> None:
     """Sign a bundle's manifest with an ed25519 key."""
     from shipyard.bundle import signing
@@ -183,18 +228,25 @@ def keygen(prefix: Path) -> None:
     """Write an ed25519 key pair PREFIX.pem (private) and PREFIX.pub.pem (public)."""
     from shipyard.bundle import signing
 
-    fingerprint = signing.generate_keypair(prefix.with_suffix(".pem"),
-                                           prefix.with_suffix(".pub.pem"))
-    console.print(f"Wrote {prefix}.pem and {prefix}.pub.pem (key {fingerprint}). Keep the "
-                  "private key secret; list the public one in trusted_keys.")
+    fingerprint = signing.generate_keypair(
+        prefix.with_suffix(".pem"), prefix.with_suffix(".pub.pem")
+    )
+    console.print(
+        f"Wrote {prefix}.pem and {prefix}.pub.pem (key {fingerprint}). Keep the "
+        "private key secret; list the public one in trusted_keys."
+    )
 
 
 # -- registry ----------------------------------------------------------------------------------
 
+
 @cli.command()
 @click.argument("bundle", type=click.Path(path_type=Path))
-@click.option("--allow-fragile", is_flag=True,
-              help="Register a bundle with error findings (recorded in the audit log).")
+@click.option(
+    "--allow-fragile",
+    is_flag=True,
+    help="Register a bundle with error findings (recorded in the audit log).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @pass_context
 def push(ctx: Context, bundle: Path, allow_fragile: bool, as_json: bool) -> None:
@@ -202,15 +254,18 @@ def push(ctx: Context, bundle: Path, allow_fragile: bool, as_json: bool) -> None
     from shipyard import api
 
     with progress_bar("pushing", not as_json) as update:
-        result = api.push(bundle, settings=ctx.settings, allow_fragile=allow_fragile,
-                          progress=update)
+        result = api.push(
+            bundle, settings=ctx.settings, allow_fragile=allow_fragile, progress=update
+        )
     if as_json:
         emit_json(result.to_dict())
     elif result.created:
         console.print(f"Registered {result.name}:{result.version} ({result.digest[:12]}).")
     else:
-        console.print(f"{result.name}:{result.version} is already registered with identical "
-                      "content; nothing to do.")
+        console.print(
+            f"{result.name}:{result.version} is already registered with identical "
+            "content; nothing to do."
+        )
 
 
 @cli.command("list")
@@ -253,21 +308,35 @@ def show(ctx: Context, ref: str, as_json: bool) -> None:
         aliases = registry.aliases(record.name)
     manifest = Manifest.from_text(record.manifest_yaml)
     findings = check_manifest(manifest)
-    data = {**record.to_dict(), "aliases": [a for a, v in aliases.items() if v == record.version],
-            "manifest": manifest.model_dump(mode="json", by_alias=True, exclude_none=True),
-            "findings": [f.to_dict() for f in findings]}
+    data = {
+        **record.to_dict(),
+        "aliases": [a for a, v in aliases.items() if v == record.version],
+        "manifest": manifest.model_dump(mode="json", by_alias=True, exclude_none=True),
+        "findings": [f.to_dict() for f in findings],
+    }
     if as_json:
         emit_json(data)
         return
     console.print(f"[bold]{manifest.name}:{manifest.version}[/bold]  {manifest.description}")
-    console.print(f"owner: {manifest.owner}   runtime: {manifest.runtime.kind}   "
-                  f"digest: {record.digest[:12]}   aliases: {', '.join(data['aliases']) or '-'}")
+    console.print(
+        f"owner: {manifest.owner}   runtime: {manifest.runtime.kind}   "
+        f"digest: {record.digest[:12]}   aliases: {', '.join(data['aliases']) or '-'}"
+    )
     if manifest.evaluation:
-        table = Table("metric", "value", "threshold", title=f"evaluation: "
-                      f"{manifest.evaluation.data} ({manifest.evaluation.rows} rows)")
+        table = Table(
+            "metric",
+            "value",
+            "threshold",
+            title=f"evaluation: {manifest.evaluation.data} ({manifest.evaluation.rows} rows)",
+        )
         for m in manifest.evaluation.metrics:
-            table.add_row(m.name, f"{m.value:.4f}", "" if m.threshold is None else
-                          f"{'>=' if m.higher_is_better else '<='} {m.threshold:g}")
+            table.add_row(
+                m.name,
+                f"{m.value:.4f}",
+                ""
+                if m.threshold is None
+                else f"{'>=' if m.higher_is_better else '<='} {m.threshold:g}",
+            )
         console.print(table)
     print_findings(findings)
 
@@ -279,8 +348,9 @@ def show(ctx: Context, ref: str, as_json: bool) -> None:
 @click.option("--history", is_flag=True, help="Show how the aliases moved.")
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
 @pass_context
-def alias(ctx: Context, name: str, alias: str | None, version: str | None, history: bool,
-          as_json: bool) -> None:
+def alias(
+    ctx: Context, name: str, alias: str | None, version: str | None, history: bool, as_json: bool
+) -> None:
     """Point ALIAS of model NAME at VERSION, or list the aliases of NAME."""
     with ctx.registry() as registry:
         if alias and version:
@@ -334,8 +404,14 @@ def audit(click_ctx: click.Context, limit: int, target: str | None, as_json: boo
         return
     table = Table("when", "actor", "action", "target", "origin", "details")
     for row in rows:
-        table.add_row(str(row["at"])[:19], row["actor"], row["action"], row["target"],
-                      row["origin"], _cell(row.get("details")))
+        table.add_row(
+            str(row["at"])[:19],
+            row["actor"],
+            row["action"],
+            row["target"],
+            row["origin"],
+            _cell(row.get("details")),
+        )
     console.print(table)
 
 
@@ -356,6 +432,7 @@ def audit_verify(ctx: Context, as_json: bool) -> None:
 
 # -- deployments and serving --------------------------------------------------------------
 
+
 @cli.command()
 @click.argument("name")
 @click.option("--model", "model_ref", required=True, help="MODEL:VERSION or MODEL@ALIAS.")
@@ -365,28 +442,81 @@ def audit_verify(ctx: Context, as_json: bool) -> None:
 @click.option("--timeout-ms", type=float, default=None, help="Prediction timeout (ms).")
 @click.option("--max-rows", type=int, default=None, help="Most rows per request.")
 @click.option("--max-inflight", type=int, default=None, help="Requests in flight before 429.")
-@click.option("--fallback", default=None, metavar="error|static:JSON|model:REF",
-              help="On timeout or model error: an error, a fixed answer, or another version.")
+@click.option(
+    "--fallback",
+    default=None,
+    metavar="error|static:JSON|model:REF",
+    help="On timeout or model error: an error, a fixed answer, or another version.",
+)
 @click.option("--reason", default="", help="Why, for the audit log.")
 @click.option("--json", "as_json", is_flag=True, help="Print the revision as JSON.")
 @pass_context
-def deploy(ctx: Context, name: str, model_ref: str, owner: str | None, max_batch: int | None,
-           max_wait_ms: float | None, timeout_ms: float | None, max_rows: int | None,
-           max_inflight: int | None, fallback: str | None, reason: str, as_json: bool) -> None:
+def deploy(
+    ctx: Context,
+    name: str,
+    model_ref: str,
+    owner: str | None,
+    max_batch: int | None,
+    max_wait_ms: float | None,
+    timeout_ms: float | None,
+    max_rows: int | None,
+    max_inflight: int | None,
+    fallback: str | None,
+    reason: str,
+    as_json: bool,
+) -> None:
     """Create or update deployment NAME to serve a model version (a new revision)."""
     from shipyard.deploying import deploy_model
 
-    flags = {"max_batch": max_batch, "max_wait_ms": max_wait_ms, "timeout_ms": timeout_ms,
-             "max_rows": max_rows, "max_inflight": max_inflight}
+    flags = {
+        "max_batch": max_batch,
+        "max_wait_ms": max_wait_ms,
+        "timeout_ms": timeout_ms,
+        "max_rows": max_rows,
+        "max_inflight": max_inflight,
+    }
     with ctx.registry() as registry:
-        revision = deploy_model(registry, name, model_ref, owner=owner, reason=reason,
-                                serving={k: v for k, v in flags.items() if v is not None},
-                                fallback=fallback)
+        revision = deploy_model(
+            registry,
+            name,
+            model_ref,
+            owner=owner,
+            reason=reason,
+            serving={k: v for k, v in flags.items() if v is not None},
+            fallback=fallback,
+        )
     if as_json:
         emit_json(revision.to_dict())
     else:
         models = ", ".join(v["model"] for v in revision.spec["variants"])
         console.print(f"{name} revision {revision.number}: {models}")
+
+
+@cli.command()
+@click.argument("name")
+@click.option(
+    "--to",
+    "to_revision",
+    type=int,
+    default=None,
+    help="Revision number to restore (default: the one before the current).",
+)
+@click.option("--reason", default="", help="Why, for the audit log.")
+@click.option("--json", "as_json", is_flag=True, help="Print the new revision as JSON.")
+@pass_context
+def rollback(ctx: Context, name: str, to_revision: int | None, reason: str, as_json: bool) -> None:
+    """Re-apply an earlier revision of deployment NAME, in one step."""
+    from shipyard.deploying import rollback as roll_back
+
+    with ctx.registry() as registry:
+        revision = roll_back(registry, name, to=to_revision, reason=reason)
+    if as_json:
+        emit_json(revision.to_dict())
+    else:
+        models = ", ".join(v["model"] for v in revision.spec["variants"])
+        console.print(
+            f"{name} rolled back: revision {revision.number} serves {models} ({revision.reason})."
+        )
 
 
 @cli.command()
@@ -398,38 +528,66 @@ def deployments(ctx: Context, as_json: bool) -> None:
         rows = []
         for deployment in registry.deployments():
             revision = registry.current_revision(deployment.name)
-            rows.append({**deployment.to_dict(),
-                         "models": [f"{v['name']}={v['model']}" for v in
-                                    revision.spec["variants"]]})
+            rows.append(
+                {
+                    **deployment.to_dict(),
+                    "models": [f"{v['name']}={v['model']}" for v in revision.spec["variants"]],
+                }
+            )
     if as_json:
         emit_json(rows)
         return
     table = Table("name", "revision", "models", "owner", "created_at")
     for row in rows:
-        table.add_row(row["name"], str(row["revision"]), ", ".join(row["models"]),
-                      row["owner"], str(row["created_at"])[:19])
+        table.add_row(
+            row["name"],
+            str(row["revision"]),
+            ", ".join(row["models"]),
+            row["owner"],
+            str(row["created_at"])[:19],
+        )
     console.print(table)
 
 
 @cli.command()
 @click.argument("names", nargs=-1)
-@click.option("--host", default="127.0.0.1", show_default=True,
-              help="Interface to listen on (loopback unless you say otherwise).")
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Interface to listen on (loopback unless you say otherwise).",
+)
 @click.option("--port", default=8000, show_default=True, type=int, help="TCP port.")
-@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64),
-              help="Processes that share nothing but the registry.")
+@click.option(
+    "--workers",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 64),
+    help="Processes that share nothing but the registry.",
+)
 @pass_context
 def serve(ctx: Context, names: tuple[str, ...], host: str, port: int, workers: int) -> None:
     """Serve deployments over HTTP (all of them when no NAME is given)."""
     from shipyard.serving.server import serve as run_server
 
-    run_server(ctx.settings, names, host=host, port=port, workers=workers,
-               overrides={k: v for k, v in ctx.overrides.items() if v is not None})
+    run_server(
+        ctx.settings,
+        names,
+        host=host,
+        port=port,
+        workers=workers,
+        overrides={k: v for k, v in ctx.overrides.items() if v is not None},
+    )
 
 
 @cli.command()
-@click.option("--home", "demo_home", type=click.Path(path_type=Path), default=None,
-              help="Where the demo keeps its registry (default: a fresh temporary folder).")
+@click.option(
+    "--home",
+    "demo_home",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Where the demo keeps its registry (default: a fresh temporary folder).",
+)
 def demo(demo_home: Path | None) -> None:
     """Train, package, check and register a real model end to end."""
     from shipyard.demo import run

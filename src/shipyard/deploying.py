@@ -20,20 +20,33 @@ def parse_fallback(text: str) -> tuple[Fallback, str | None]:
         try:
             value = json.loads(rest)
         except ValueError as exc:
-            raise UserError(f"Got fallback value {rest[:80]!r}, which is not JSON.",
-                            hint='Write --fallback \'static:{"label": 0}\'.') from exc
+            raise UserError(
+                f"Got fallback value {rest[:80]!r}, which is not JSON.",
+                hint="Write --fallback 'static:{\"label\": 0}'.",
+            ) from exc
         if not isinstance(value, dict) or not value:
-            raise UserError("A static fallback must be a JSON object of outputs.",
-                            hint='Write --fallback \'static:{"label": 0}\'.')
+            raise UserError(
+                "A static fallback must be a JSON object of outputs.",
+                hint="Write --fallback 'static:{\"label\": 0}'.",
+            )
         return Fallback(kind="static", value=value), None
     if kind == "model" and rest:
         return Fallback(kind="variant", variant="fallback"), rest
-    raise UserError(f"Got --fallback {text[:80]!r}.",
-                    hint="Use error, static:JSON or model:NAME:VERSION.")
+    raise UserError(
+        f"Got --fallback {text[:80]!r}.", hint="Use error, static:JSON or model:NAME:VERSION."
+    )
 
 
-def deploy_model(registry: Registry, name: str, model_ref: str, *, owner: str | None,
-                 reason: str, serving: dict[str, Any], fallback: str | None) -> Revision:
+def deploy_model(
+    registry: Registry,
+    name: str,
+    model_ref: str,
+    *,
+    owner: str | None,
+    reason: str,
+    serving: dict[str, Any],
+    fallback: str | None,
+) -> Revision:
     """Deploy `model_ref` as the champion of `name`, keeping earlier serving settings."""
     previous: dict[str, Any] = {}
     kept: list[dict[str, Any]] = []
@@ -51,7 +64,37 @@ def deploy_model(registry: Registry, name: str, model_ref: str, *, owner: str | 
         spec_fallback, fallback_ref = parse_fallback(fallback)
         config["fallback"] = spec_fallback.model_dump(mode="json", exclude_none=True)
         if fallback_ref is not None:
-            variants.append({"name": "fallback", "model": fallback_ref, "role": "fallback",
-                             "weight": 0})
+            variants.append(
+                {"name": "fallback", "model": fallback_ref, "role": "fallback", "weight": 0}
+            )
     spec = DeploymentSpec.parse({"variants": variants, "serving": config})
     return registry.deploy(name, spec.to_json(), owner=owner, reason=reason or "deploy")
+
+
+def rollback(registry: Registry, name: str, *, to: int | None = None, reason: str = "") -> Revision:
+    """Re-apply an earlier revision (the one before the current, or number `to`).
+
+    The old revision's variants are pinned to exact versions and digests, whose artifacts are
+    still in the store: no rebuild and no download from anywhere else. The rollback is itself
+    a new revision, so it is audited and can be undone the same way.
+    """
+    history = registry.revisions(name)
+    current = history[-1]
+    if to is None:
+        earlier = [r for r in history if r.number < current.number and r.spec != current.spec]
+        if not earlier:
+            raise UserError(
+                f"Deployment {name!r} has no earlier revision to roll back to.",
+                hint=f"`shipyard deploy {name} --model ...` to deploy another one.",
+            )
+        target = earlier[-1]
+    else:
+        matches = [r for r in history if r.number == to]
+        if not matches:
+            raise NotFoundError(
+                f"Deployment {name!r} has no revision {to}.",
+                hint=f"Revisions run 1..{current.number}.",
+            )
+        target = matches[0]
+    why = reason or f"rollback to revision {target.number}"
+    return registry.deploy(name, target.spec, reason=why)

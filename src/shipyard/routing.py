@@ -26,10 +26,13 @@ class Fallback(_Strict):
     """What to answer when the model times out or fails."""
 
     kind: Literal["error", "static", "variant"] = Field(
-        default="error", description="error: answer 503; static: a fixed answer; "
-        "variant: ask another variant of the same deployment.")
+        default="error",
+        description="error: answer 503; static: a fixed answer; "
+        "variant: ask another variant of the same deployment.",
+    )
     value: dict[str, Any] | None = Field(
-        default=None, description="For kind=static: the outputs to answer for every row.")
+        default=None, description="For kind=static: the outputs to answer for every row."
+    )
     variant: str | None = Field(default=None, description="For kind=variant: its name.")
 
     @model_validator(mode="after")
@@ -42,16 +45,25 @@ class Fallback(_Strict):
 
 
 class ServingConfig(_Strict):
-    max_batch: int = Field(default=64, ge=1, le=4096,
-                           description="Most rows predicted together (1 turns batching off).")
-    max_wait_ms: float = Field(default=0.0, ge=0, le=1000,
-                               description="How long a batch waits for more rows (0: never).")
-    timeout_ms: float = Field(default=10_000, gt=0, le=600_000,
-                              description="Longest a prediction may take before the fallback.")
-    max_rows: int = Field(default=1024, ge=1, le=1_000_000,
-                          description="Most rows in one request.")
-    max_inflight: int = Field(default=512, ge=1,
-                              description="Most requests in progress before answering 429.")
+    max_batch: int = Field(
+        default=64,
+        ge=1,
+        le=4096,
+        description="Most rows predicted together (1 turns batching off).",
+    )
+    max_wait_ms: float = Field(
+        default=0.0, ge=0, le=1000, description="How long a batch waits for more rows (0: never)."
+    )
+    timeout_ms: float = Field(
+        default=10_000,
+        gt=0,
+        le=600_000,
+        description="Longest a prediction may take before the fallback.",
+    )
+    max_rows: int = Field(default=1024, ge=1, le=1_000_000, description="Most rows in one request.")
+    max_inflight: int = Field(
+        default=512, ge=1, description="Most requests in progress before answering 429."
+    )
     fallback: Fallback = Field(default_factory=Fallback, description="On timeout or error.")
 
 
@@ -87,9 +99,11 @@ class DeploymentSpec(_Strict):
         except ValidationError as exc:
             first = exc.errors()[0]
             where = ".".join(str(p) for p in first["loc"]) or "spec"
-            raise UserError(f"Deployment spec {where}: {first['msg']}.",
-                            hint="See docs/serving.md for the deployment spec.",
-                            field=where) from exc
+            raise UserError(
+                f"Deployment spec {where}: {first['msg']}.",
+                hint="See docs/serving.md for the deployment spec.",
+                field=where,
+            ) from exc
 
     def to_json(self) -> dict[str, Any]:
         return self.model_dump(mode="json", exclude_none=True)

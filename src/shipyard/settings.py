@@ -34,10 +34,12 @@ class Settings(BaseModel):
     )
     database_url: str | None = Field(
         default=None,
+        repr=False,  # may hold a password
         description="SQLAlchemy URL of the registry database; default SQLite under `home`.",
     )
     store_url: str | None = Field(
         default=None,
+        repr=False,  # may hold credentials
         description="Artifact store: a local folder or an fsspec URL; default `home/store`.",
     )
     actor: str | None = Field(

@@ -125,3 +125,33 @@ def test_detects_estimators_and_pipelines(pipeline):
 
 def test_importing_the_adapter_does_not_import_sklearn(import_is_light):
     assert import_is_light("shipyard.runtimes.sklearn", "sklearn", "joblib")
+
+
+def test_label_from_probabilities_matches_predict_for_every_argmax_estimator(tmp_path):
+    """The shortcut (label = argmax of probabilities) must agree with predict() exactly."""
+    from sklearn.datasets import load_iris
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.naive_bayes import GaussianNB
+    from sklearn.neighbors import KNeighborsClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.tree import DecisionTreeClassifier
+
+    from shipyard.runtimes.sklearn import SklearnPredictor
+
+    X, y = load_iris(return_X_y=True)
+    labels = np.array(["setosa", "versicolor", "virginica"])[y]
+    for estimator in (
+        LogisticRegression(max_iter=500),
+        RandomForestClassifier(10, random_state=0),
+        GaussianNB(),
+        KNeighborsClassifier(),
+        DecisionTreeClassifier(),
+    ):
+        model = make_pipeline(StandardScaler(), estimator).fit(X, labels)
+        predictor = SklearnPredictor(model)
+        assert predictor._argmax
+        out = predictor.predict(X)
+        np.testing.assert_array_equal(out["label"], model.predict(X))
+        np.testing.assert_allclose(out["probabilities"], model.predict_proba(X))

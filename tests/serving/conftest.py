@@ -28,9 +28,13 @@ def free_port() -> int:
 
 
 def cli(home: Path, *args: str, env: dict[str, str] | None = None) -> str:
-    proc = subprocess.run([sys.executable, "-m", "shipyard.cli", "--home", str(home), *args],
-                          capture_output=True, text=True, timeout=120,
-                          env={**os.environ, **(env or {})})
+    proc = subprocess.run(
+        [sys.executable, "-m", "shipyard.cli", "--home", str(home), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **(env or {})},
+    )
     assert proc.returncode == 0, proc.stderr
     return proc.stdout
 
@@ -68,14 +72,28 @@ class Server:
         return self.proc.returncode
 
 
-def start_server(home: Path, *args: str, env: dict[str, str] | None = None,
-                 wait_ready: bool = True) -> Server:
+def start_server(
+    home: Path, *args: str, env: dict[str, str] | None = None, wait_ready: bool = True
+) -> Server:
     port = free_port()
     log = home / f"server-{port}.log"
     full_env = {**os.environ, "SHIPYARD_POLL_S": "0.2", **(env or {})}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "shipyard.cli", "--home", str(home), "serve", "--port",
-         str(port), *args], stdout=log.open("wb"), stderr=subprocess.STDOUT, env=full_env)
+        [
+            sys.executable,
+            "-m",
+            "shipyard.cli",
+            "--home",
+            str(home),
+            "serve",
+            "--port",
+            str(port),
+            *args,
+        ],
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+        env=full_env,
+    )
     server = Server(home, port, proc, log, full_env)
     if wait_ready:
         deadline = time.monotonic() + 90
@@ -104,11 +122,12 @@ class Models:
 
 
 def _package_all(home: Path, work: Path, packaged: Path) -> Models:
-    import shipyard
     from sklearn.datasets import load_breast_cancer
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
+
+    import shipyard
 
     sys.path.insert(0, str(HERE))
     from sleepy_model import SleepyModel
@@ -120,39 +139,72 @@ def _package_all(home: Path, work: Path, packaged: Path) -> Models:
         model = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=2000))
         model.fit(X[:400], y[:400])
         dest = work / f"cancer-{version}"
-        shipyard.package(model, dest, name="cancer", version=version, owner="A <a@x.io>",
-                         sample=X[:20], eval_data=(X[400:], y[400:]),
-                         thresholds={"accuracy": 0.8}, description="cancer")
+        shipyard.package(
+            model,
+            dest,
+            name="cancer",
+            version=version,
+            owner="A <a@x.io>",
+            sample=X[:20],
+            eval_data=(X[400:], y[400:]),
+            thresholds={"accuracy": 0.8},
+            description="cancer",
+        )
         shipyard.push(dest, settings=settings)
         models.append(model)
     shipyard.push(packaged, settings=settings)
     sleepy = work / "sleepy"
-    shipyard.package(SleepyModel(), sleepy, name="sleepy", version="1", owner="A <a@x.io>",
-                     sample=pd.DataFrame({"delay": [0.0, 0.01]}), runtime="python",
-                     description="sleeps")
+    shipyard.package(
+        SleepyModel(),
+        sleepy,
+        name="sleepy",
+        version="1",
+        owner="A <a@x.io>",
+        sample=pd.DataFrame({"delay": [0.0, 0.01]}),
+        runtime="python",
+        description="sleeps",
+    )
     shipyard.push(sleepy, settings=settings, allow_fragile=True)
     return Models(home, X, y, models[0], models[1], pd.DataFrame())
 
 
 @pytest.fixture(scope="session")
-def models(tmp_path_factory: pytest.TempPathFactory, packaged: Path,
-           mixed_data: tuple[pd.DataFrame, np.ndarray]) -> Models:
+def models(
+    tmp_path_factory: pytest.TempPathFactory,
+    packaged: Path,
+    mixed_data: tuple[pd.DataFrame, np.ndarray],
+) -> Models:
     home = tmp_path_factory.mktemp("serving-home")
     work = tmp_path_factory.mktemp("serving-bundles")
     found = _package_all(home, work, packaged)
     found.frame = mixed_data[0]
     cli(home, "deploy", "cancer", "--model", "cancer:1")
     cli(home, "deploy", "tumours", "--model", "tumours:1.0.0", "--max-rows", "100")
-    cli(home, "deploy", "sleepy", "--model", "sleepy:1", "--timeout-ms", "300",
-        "--max-inflight", "4", "--fallback", 'static:{"prediction": -1}')
+    cli(
+        home,
+        "deploy",
+        "sleepy",
+        "--model",
+        "sleepy:1",
+        "--timeout-ms",
+        "300",
+        "--max-inflight",
+        "4",
+        "--fallback",
+        'static:{"prediction": -1}',
+    )
     return found
 
 
 @pytest.fixture(scope="session")
 def server(models: Models) -> Iterator[Server]:
     """One server process shared by every test that only reads."""
-    running = start_server(models.home, "cancer", "tumours", "sleepy",
-                           env={"SHIPYARD_BODY_TIMEOUT_S": "2",
-                                "SHIPYARD_MAX_BODY_BYTES": str(4 * 1024 * 1024)})
+    running = start_server(
+        models.home,
+        "cancer",
+        "tumours",
+        "sleepy",
+        env={"SHIPYARD_BODY_TIMEOUT_S": "2", "SHIPYARD_MAX_BODY_BYTES": str(4 * 1024 * 1024)},
+    )
     yield running
     running.stop()

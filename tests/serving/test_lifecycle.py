@@ -19,8 +19,9 @@ from conftest import Models, Server, cli, start_server
 class Load:
     """Threads sending single-row predictions until stopped; counts outcomes by version."""
 
-    def __init__(self, server: Server, body: dict[str, object], threads: int = 4,
-                 deployment: str = "cancer") -> None:
+    def __init__(
+        self, server: Server, body: dict[str, object], threads: int = 4, deployment: str = "cancer"
+    ) -> None:
         self.url = f"{server.url}/v1/deployments/{deployment}/predict"
         self.body = body
         self.outcomes: Counter[str] = Counter()
@@ -34,8 +35,11 @@ class Load:
             while not self._stop.is_set():
                 try:
                     response = client.post(self.url, json=self.body)
-                    key = (response.headers.get("x-model-version", "?")
-                           if response.status_code == 200 else f"status {response.status_code}")
+                    key = (
+                        response.headers.get("x-model-version", "?")
+                        if response.status_code == 200
+                        else f"status {response.status_code}"
+                    )
                 except httpx.HTTPError as exc:
                     key = f"error {type(exc).__name__}"
                 with self._lock:
@@ -124,8 +128,13 @@ def test_sigterm_drains_in_flight_requests(models: Models, tmp_path: Path):
     results: list[httpx.Response] = []
 
     def slow() -> None:
-        results.append(httpx.post(f"{server.url}/v1/deployments/sleepy/predict",
-                                  json={"inputs": [{"delay": 1.5}]}, timeout=30))
+        results.append(
+            httpx.post(
+                f"{server.url}/v1/deployments/sleepy/predict",
+                json={"inputs": [{"delay": 1.5}]},
+                timeout=30,
+            )
+        )
 
     thread = threading.Thread(target=slow)
     thread.start()

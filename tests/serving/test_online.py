@@ -14,8 +14,9 @@ from conftest import Models, Server
 
 
 def predict(server: Server, name: str, body: object, **kwargs: object) -> httpx.Response:
-    return httpx.post(f"{server.url}/v1/deployments/{name}/predict", json=body, timeout=30,
-                      **kwargs)  # type: ignore[arg-type]
+    return httpx.post(
+        f"{server.url}/v1/deployments/{name}/predict", json=body, timeout=30, **kwargs
+    )  # type: ignore[arg-type]
 
 
 def test_records_and_columns_give_the_models_answers(server: Server, models: Models):
@@ -25,8 +26,7 @@ def test_records_and_columns_give_the_models_answers(server: Server, models: Mod
     assert answer.status_code == 200, answer.text
     body = answer.json()
     assert body["predictions"] == models.cancer_v1.predict(X).tolist()  # type: ignore[attr-defined]
-    np.testing.assert_allclose(body["probabilities"],
-                               models.cancer_v1.predict_proba(X))  # type: ignore[attr-defined]
+    np.testing.assert_allclose(body["probabilities"], models.cancer_v1.predict_proba(X))  # type: ignore[attr-defined]
     assert body["model_version"] == "1" and body["variant"] == "champion"
     assert answer.headers["x-model-version"] == "1"
     assert answer.headers["x-variant"] == "champion"
@@ -66,8 +66,12 @@ def test_health_listing_openapi_and_docs(server: Server):
 
 
 def test_access_log_lines_carry_the_model_version(server: Server, models: Models):
-    predict(server, "cancer", {"inputs": [{"input": models.X[0].tolist()}]},
-            headers={"x-request-id": "log-me-1"})
+    predict(
+        server,
+        "cancer",
+        {"inputs": [{"input": models.X[0].tolist()}]},
+        headers={"x-request-id": "log-me-1"},
+    )
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
         entries = [e for e in server.access_log() if e.get("request_id") == "log-me-1"]
@@ -99,15 +103,27 @@ def error_of(response: httpx.Response) -> dict[str, object]:
         (b'{"inputs": [{"input": [1, 2]}]}', {}, 422, "schema_violation"),
         (b'{"inputs": [{"input": "' + b"1," * 30 + b'"}]}', {}, 422, "schema_violation"),
         (b'{"inputs": [{}]}', {}, 422, "schema_violation"),
-        (b'{"inputs": [{"input": [1]}]}', {"content-type": "text/plain"}, 415,
-         "unsupported_media_type"),
-        (b'{"inputs": [{"input": [1]}]}', {"content-type": "application/x-www-form-urlencoded"},
-         415, "unsupported_media_type"),
+        (
+            b'{"inputs": [{"input": [1]}]}',
+            {"content-type": "text/plain"},
+            415,
+            "unsupported_media_type",
+        ),
+        (
+            b'{"inputs": [{"input": [1]}]}',
+            {"content-type": "application/x-www-form-urlencoded"},
+            415,
+            "unsupported_media_type",
+        ),
     ],
 )
 def test_bad_native_input_gets_a_clear_4xx(server: Server, content, headers, status, code):
-    response = httpx.post(f"{server.url}/v1/deployments/cancer/predict", content=content,
-                          headers={"content-type": "application/json", **headers}, timeout=30)
+    response = httpx.post(
+        f"{server.url}/v1/deployments/cancer/predict",
+        content=content,
+        headers={"content-type": "application/json", **headers},
+        timeout=30,
+    )
     assert response.status_code == status, response.text
     if code:
         error = error_of(response)
@@ -127,8 +143,9 @@ def test_bad_native_input_gets_a_clear_4xx(server: Server, content, headers, sta
         ({"mean_radius": ...}, "mean_radius", "required"),
     ],
 )
-def test_schema_violations_name_field_row_and_rule(server: Server, models: Models, record,
-                                                   field, rule):
+def test_schema_violations_name_field_row_and_rule(
+    server: Server, models: Models, record, field, rule
+):
     rows = models.frame.iloc[:2].to_dict(orient="records")
     for key, value in record.items():
         if value is ...:
@@ -149,17 +166,25 @@ def test_row_limit_and_huge_body(server: Server, models: Models):
     row = b'{"input": [' + b"1.0," * 29 + b"1.0]},"
     huge = b'{"inputs": [' + row * (50_000_000 // len(row) + 1) + b"{}]}"
     assert len(huge) > 50_000_000
-    response = httpx.post(f"{server.url}/v1/deployments/cancer/predict", content=huge,
-                          headers={"content-type": "application/json"}, timeout=60)
+    response = httpx.post(
+        f"{server.url}/v1/deployments/cancer/predict",
+        content=huge,
+        headers={"content-type": "application/json"},
+        timeout=60,
+    )
     assert response.status_code == 413
     assert len(response.content) < 1000
 
     def chunks():  # no Content-Length: the limit must hold while streaming
         for start in range(0, len(huge), 1 << 20):
-            yield huge[start:start + (1 << 20)]
+            yield huge[start : start + (1 << 20)]
 
-    response = httpx.post(f"{server.url}/v1/deployments/cancer/predict", content=chunks(),
-                          headers={"content-type": "application/json"}, timeout=60)
+    response = httpx.post(
+        f"{server.url}/v1/deployments/cancer/predict",
+        content=chunks(),
+        headers={"content-type": "application/json"},
+        timeout=60,
+    )
     assert response.status_code == 413
     assert httpx.get(f"{server.url}/livez").status_code == 200
 
@@ -177,9 +202,10 @@ def test_unknown_deployment_and_route(server: Server):
 def test_slow_client_sending_byte_by_byte_gets_408(server: Server):
     body = b'{"inputs": [{"input": [' + b"1.0," * 29 + b"1.0]}]}"
     with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
-        sock.sendall(b"POST /v1/deployments/cancer/predict HTTP/1.1\r\nHost: x\r\n"
-                     b"Content-Type: application/json\r\n"
-                     + f"Content-Length: {len(body)}\r\n\r\n".encode())
+        sock.sendall(
+            b"POST /v1/deployments/cancer/predict HTTP/1.1\r\nHost: x\r\n"
+            b"Content-Type: application/json\r\n" + f"Content-Length: {len(body)}\r\n\r\n".encode()
+        )
         started = time.monotonic()
         answer = b""
         for byte in body:

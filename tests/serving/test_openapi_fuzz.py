@@ -13,10 +13,28 @@ from conftest import Server
 def test_schemathesis_finds_no_server_error(server: Server, tmp_path: Path):
     schemathesis = Path(sys.executable).with_name("schemathesis")
     proc = subprocess.run(
-        [str(schemathesis), "run", f"{server.url}/openapi.json", "--checks",
-         "not_a_server_error", "--phases", "examples,coverage,fuzzing", "--max-examples", "60",
-         "--workers", "1", "--suppress-health-check", "all", "--seed", "1"],
-        capture_output=True, text=True, timeout=540, cwd=tmp_path)
+        [
+            str(schemathesis),
+            "run",
+            f"{server.url}/openapi.json",
+            "--checks",
+            "not_a_server_error",
+            "--phases",
+            "examples,coverage,fuzzing",
+            "--max-examples",
+            "60",
+            "--workers",
+            "1",
+            "--suppress-health-check",
+            "all",
+            "--seed",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=540,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     assert "No issues found" in proc.stdout
     generated = re.search(r"(\d+) generated", proc.stdout)

@@ -31,13 +31,13 @@ def test_infer_in_json_and_binary_modes(client, models: Models, binary: bool):
     X = models.X[400:408]
     tensor = triton.InferInput("input", list(X.shape), "FP64")
     tensor.set_data_from_numpy(X, binary_data=binary)
-    outputs = [triton.InferRequestedOutput("label", binary_data=binary),
-               triton.InferRequestedOutput("probabilities", binary_data=binary)]
+    outputs = [
+        triton.InferRequestedOutput("label", binary_data=binary),
+        triton.InferRequestedOutput("probabilities", binary_data=binary),
+    ]
     result = client.infer("cancer", [tensor], outputs=outputs, request_id="triton-1")
-    np.testing.assert_array_equal(result.as_numpy("label"),
-                                  models.cancer_v1.predict(X))  # type: ignore[attr-defined]
-    np.testing.assert_allclose(result.as_numpy("probabilities"),
-                               models.cancer_v1.predict_proba(X))  # type: ignore[attr-defined]
+    np.testing.assert_array_equal(result.as_numpy("label"), models.cancer_v1.predict(X))  # type: ignore[attr-defined]
+    np.testing.assert_allclose(result.as_numpy("probabilities"), models.cancer_v1.predict_proba(X))  # type: ignore[attr-defined]
     response = result.get_response()
     assert response["model_name"] == "cancer" and response["model_version"] == "1"
     assert response["id"] == "triton-1"
@@ -76,17 +76,48 @@ def test_unknown_model_and_version(client):
 @pytest.mark.parametrize(
     ("body", "status"),
     [
-        ({"inputs": [{"name": "input", "shape": [1, 30], "datatype": "FP64",
-                      "data": [1.0] * 29}]}, 422),
-        ({"inputs": [{"name": "input", "shape": [1, 30], "datatype": "FP128",
-                      "data": [1.0] * 30}]}, 422),
-        ({"inputs": [{"name": "input", "shape": [1, 30], "datatype": "FP64",
-                      "data": ["a"] * 30}]}, 422),
-        ({"inputs": [{"name": "input", "shape": [1, 29], "datatype": "FP64",
-                      "data": [1.0] * 29}]}, 422),
+        (
+            {
+                "inputs": [
+                    {"name": "input", "shape": [1, 30], "datatype": "FP64", "data": [1.0] * 29}
+                ]
+            },
+            422,
+        ),
+        (
+            {
+                "inputs": [
+                    {"name": "input", "shape": [1, 30], "datatype": "FP128", "data": [1.0] * 30}
+                ]
+            },
+            422,
+        ),
+        (
+            {
+                "inputs": [
+                    {"name": "input", "shape": [1, 30], "datatype": "FP64", "data": ["a"] * 30}
+                ]
+            },
+            422,
+        ),
+        (
+            {
+                "inputs": [
+                    {"name": "input", "shape": [1, 29], "datatype": "FP64", "data": [1.0] * 29}
+                ]
+            },
+            422,
+        ),
         ({"inputs": []}, 400),
-        ({"inputs": [{"name": "input", "shape": [1, 30], "datatype": "FP64",
-                      "data": [1.0] * 30}], "outputs": [{"name": "nope"}]}, 422),
+        (
+            {
+                "inputs": [
+                    {"name": "input", "shape": [1, 30], "datatype": "FP64", "data": [1.0] * 30}
+                ],
+                "outputs": [{"name": "nope"}],
+            },
+            422,
+        ),
     ],
 )
 def test_bad_v2_tensors_get_4xx(server: Server, body, status):
@@ -97,9 +128,19 @@ def test_bad_v2_tensors_get_4xx(server: Server, body, status):
 
 
 def test_unknown_request_fields_are_ignored(server: Server, models: Models):
-    body = {"id": "x", "extra": {"anything": 1},
-            "inputs": [{"name": "input", "shape": [1, 30], "datatype": "FP64",
-                        "data": models.X[0].tolist(), "also": "ignored"}]}
+    body = {
+        "id": "x",
+        "extra": {"anything": 1},
+        "inputs": [
+            {
+                "name": "input",
+                "shape": [1, 30],
+                "datatype": "FP64",
+                "data": models.X[0].tolist(),
+                "also": "ignored",
+            }
+        ],
+    }
     response = httpx.post(f"{server.url}/v2/models/cancer/infer", json=body)
     assert response.status_code == 200, response.text
     assert response.headers["x-model-version"] == "1"

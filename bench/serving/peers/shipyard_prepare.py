@@ -15,8 +15,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import shipyard  # noqa: E402
-from model import train  # noqa: E402
+from model import train
+
+import shipyard
 
 
 def main() -> None:

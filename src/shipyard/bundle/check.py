@@ -206,10 +206,10 @@ def _check_schema_and_profile(manifest: Manifest) -> list[Finding]:
         ("outputs", schema.outputs, profile.outputs),
     ):
         wanted = {key for spec in specs for key in expected_keys(spec)}
-        missing = sorted(wanted - set(profiles))
+        absent = sorted(wanted - set(profiles))
         extra = sorted(set(profiles) - wanted)
-        if missing or extra:
-            parts = ([f"missing {', '.join(missing[:5])}"] if missing else []) + (
+        if absent or extra:
+            parts = ([f"missing {', '.join(absent[:5])}"] if absent else []) + (
                 [f"unknown {', '.join(extra[:5])}"] if extra else []
             )
             found.append(

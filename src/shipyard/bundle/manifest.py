@@ -61,7 +61,7 @@ class FileEntry(_Strict):
     @field_validator("sha256")
     @classmethod
     def _hex(cls, value: str) -> str:
-        if not SHA256_PATTERN.match(value):
+        if not SHA256_PATTERN.fullmatch(value):
             raise ValueError("must be 64 lowercase hex characters")
         return value
 
@@ -225,7 +225,7 @@ class Manifest(_Strict):
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
-        if not NAME_PATTERN.match(value):
+        if not NAME_PATTERN.fullmatch(value):
             raise ValueError(
                 "must match ^[a-z0-9][a-z0-9._-]{0,63}$ (lowercase letters, digits, . _ -)"
             )
@@ -234,7 +234,7 @@ class Manifest(_Strict):
     @field_validator("version")
     @classmethod
     def _version(cls, value: str) -> str:
-        if not VERSION_PATTERN.match(value):
+        if not VERSION_PATTERN.fullmatch(value):
             raise ValueError("must be 1-64 characters of letters, digits, '.', '_', '+', '-'")
         return value
 

@@ -50,8 +50,9 @@ def example_rows(manifest: Manifest) -> Any:
     if schema.layout == "array":
         spec = schema.inputs[0]
         medians = [profile.inputs.get(f"{spec.name}[{i}]") for i in range(rows.shape[1])]
-        if rows.ndim == 2 and all(m is not None and m.kind == "numeric" and "0.5" in m.quantiles
-                                  for m in medians):
+        if rows.ndim == 2 and all(
+            m is not None and m.kind == "numeric" and "0.5" in m.quantiles for m in medians
+        ):
             row = np.array([m.quantiles["0.5"] for m in medians])  # type: ignore[union-attr]
             rows = np.tile(row, (len(rows), 1)).astype(rows.dtype)
         return rows
@@ -60,6 +61,7 @@ def example_rows(manifest: Manifest) -> Any:
         numeric = spec.dtype not in ("string", "category", "bool") and not spec.shape
         if numeric and entry is not None and entry.kind == "numeric" and "0.5" in entry.quantiles:
             value = entry.quantiles["0.5"]
-            rows[spec.name] = np.full(len(rows), round(value) if spec.dtype.startswith("int")
-                                      else value).astype(spec.dtype)
+            rows[spec.name] = np.full(
+                len(rows), round(value) if spec.dtype.startswith("int") else value
+            ).astype(spec.dtype)
     return rows

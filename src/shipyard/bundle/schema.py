@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from shipyard.bundle.manifest import FieldSpec, Schema
+from shipyard.bundle.manifest import DType, FieldSpec, Schema
 from shipyard.errors import SchemaError
 
 MAX_INFERRED_CATEGORIES = 32
@@ -38,7 +38,7 @@ NUMPY_DTYPES = {
 }
 
 
-def _dtype_of(values: np.ndarray | pd.Series) -> str:
+def _dtype_of(values: np.ndarray | pd.Series) -> DType:
     kind = values.dtype.kind
     if kind == "f":
         return "float32" if values.dtype.itemsize <= 4 else "float64"
@@ -86,7 +86,7 @@ def infer_inputs(sample: Any, extra: Any = None) -> Schema:
                         )
                     )
                     continue
-            fields.append(FieldSpec(name=str(name), dtype=dtype, nullable=nullable))  # type: ignore[arg-type]
+            fields.append(FieldSpec(name=str(name), dtype=dtype, nullable=nullable))
         return Schema(layout="frame", inputs=fields)
     if isinstance(sample, np.ndarray):
         if sample.ndim < 2:
@@ -100,7 +100,7 @@ def infer_inputs(sample: Any, extra: Any = None) -> Schema:
         field = FieldSpec(
             name=ARRAY_FIELD,
             dtype=dtype,
-            shape=list(sample.shape[1:]),  # type: ignore[arg-type]
+            shape=list(sample.shape[1:]),
             nullable=nullable,
         )
         return Schema(layout="array", inputs=[field])
@@ -120,7 +120,7 @@ def infer_outputs(
     fields = []
     for name, values in outputs.items():
         values = np.asarray(values)
-        spec = FieldSpec(name=name, dtype=_dtype_of(values), shape=list(values.shape[1:]))  # type: ignore[arg-type]
+        spec = FieldSpec(name=name, dtype=_dtype_of(values), shape=list(values.shape[1:]))
         if name == "label" and classes is not None:
             spec.categories = [_plain(c) for c in classes]
         if name == "probabilities":

@@ -150,10 +150,6 @@ class Database:
         try:
             yield
         except (OperationalError, InterfaceError, PoolTimeoutError) as exc:
-            import os, traceback
-            if os.environ.get("SHIPYARD_DEBUG_LOCK"):
-                with open("/tmp/lockdebug.log", "a") as fh:
-                    fh.write("".join(traceback.format_exception(exc)) + "\n=====\n")
             raise self._unavailable(exc) from None
 
     def _unavailable(self, exc: Exception) -> RegistryUnavailableError:

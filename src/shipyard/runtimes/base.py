@@ -37,7 +37,13 @@ ADAPTERS: dict[str, str] = {
 }
 # Detection order matters: the most specific framework first, plain Python last.
 DETECTION_ORDER = [
-    "sentence-transformers", "xgboost", "lightgbm", "torch", "onnx", "sklearn", "python",
+    "sentence-transformers",
+    "xgboost",
+    "lightgbm",
+    "torch",
+    "onnx",
+    "sklearn",
+    "python",
 ]
 
 

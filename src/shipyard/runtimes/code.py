@@ -18,16 +18,21 @@ from typing import Any
 from shipyard.bundle.files import resolve_inside
 from shipyard.errors import BundleError, ManifestError
 
-ENTRY = re.compile(r"^(?P<module>[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*):"
-                   r"(?P<attr>[A-Za-z_][A-Za-z0-9_]*)$")
+ENTRY = re.compile(
+    r"^(?P<module>[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*):"
+    r"(?P<attr>[A-Za-z_][A-Za-z0-9_]*)$"
+)
 
 
 def _module(folder: Path, module: str) -> ModuleType:
     relative = "code/" + module.replace(".", "/") + ".py"
     path = resolve_inside(folder, relative)
     if not path.is_file():
-        raise BundleError(f"Code file {relative!r} does not exist.",
-                          hint="Put the module under the bundle's code/ folder.", file=relative)
+        raise BundleError(
+            f"Code file {relative!r} does not exist.",
+            hint="Put the module under the bundle's code/ folder.",
+            file=relative,
+        )
     tag = hashlib.sha256(str(folder.resolve()).encode()).hexdigest()[:12]
     unique = f"shipyard_bundle_{tag}.{module}"
     if unique in sys.modules:
@@ -39,17 +44,20 @@ def _module(folder: Path, module: str) -> ModuleType:
         sys.modules[parent] = package
     spec = importlib.util.spec_from_file_location(unique, path)
     if spec is None or spec.loader is None:
-        raise BundleError(f"Cannot import {relative!r}.", hint="Check the file is Python.",
-                          file=relative)
+        raise BundleError(
+            f"Cannot import {relative!r}.", hint="Check the file is Python.", file=relative
+        )
     loaded = importlib.util.module_from_spec(spec)
     sys.modules[unique] = loaded
     try:
         spec.loader.exec_module(loaded)
     except Exception as exc:
         sys.modules.pop(unique, None)
-        raise BundleError(f"Importing {relative!r} failed: {type(exc).__name__}: {exc}.",
-                          hint="Fix the bundle's code; run it locally with python first.",
-                          file=relative) from exc
+        raise BundleError(
+            f"Importing {relative!r} failed: {type(exc).__name__}: {exc}.",
+            hint="Fix the bundle's code; run it locally with python first.",
+            file=relative,
+        ) from exc
     return loaded
 
 
@@ -57,13 +65,17 @@ def import_entry(folder: Path, entry: str) -> Any:
     """Return the attribute named by `module:attribute` from the bundle's code folder."""
     match = ENTRY.match(entry or "")
     if not match:
-        raise ManifestError(f"Got entry point {entry!r}. Expected 'module:attribute'.",
-                            hint="For code/process.py with def preprocess, write "
-                            "'process:preprocess'.", field="code")
+        raise ManifestError(
+            f"Got entry point {entry!r}. Expected 'module:attribute'.",
+            hint="For code/process.py with def preprocess, write 'process:preprocess'.",
+            field="code",
+        )
     module = _module(folder, match["module"])
     try:
         return getattr(module, match["attr"])
     except AttributeError:
-        raise BundleError(f"code/{match['module']}.py has no {match['attr']!r}.",
-                          hint="Check the spelling of the entry point in shipyard.yaml.",
-                          file=f"code/{match['module']}.py") from None
+        raise BundleError(
+            f"code/{match['module']}.py has no {match['attr']!r}.",
+            hint="Check the spelling of the entry point in shipyard.yaml.",
+            file=f"code/{match['module']}.py",
+        ) from None

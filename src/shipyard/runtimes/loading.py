@@ -171,4 +171,3 @@ def prediction(values: np.ndarray) -> Outputs:
     if values.ndim == 2 and values.shape[1] == 1:
         values = values[:, 0]
     return {"prediction": values}
-

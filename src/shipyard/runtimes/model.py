@@ -26,9 +26,14 @@ PRIMARY = ("label", "prediction", "embedding")
 class Model:
     """A loaded bundle, ready to predict."""
 
-    def __init__(self, manifest: Manifest, folder: Path, predictor: Predictor,
-                 preprocess: Callable[[Any], Any] | None = None,
-                 postprocess: Callable[[Outputs], Outputs] | None = None) -> None:
+    def __init__(
+        self,
+        manifest: Manifest,
+        folder: Path,
+        predictor: Predictor,
+        preprocess: Callable[[Any], Any] | None = None,
+        postprocess: Callable[[Outputs], Outputs] | None = None,
+    ) -> None:
         self.manifest = manifest
         self.folder = folder
         self.predictor = predictor
@@ -77,8 +82,10 @@ class Model:
     def predict_proba(self, data: Any) -> np.ndarray:
         outputs = self.infer(data)
         if "probabilities" not in outputs:
-            raise SchemaError(f"{self.name}:{self.version} gives no probabilities.",
-                              hint="Use predict(); only classifiers give probabilities.")
+            raise SchemaError(
+                f"{self.name}:{self.version} gives no probabilities.",
+                hint="Use predict(); only classifiers give probabilities.",
+            )
         return outputs["probabilities"]
 
     @property
@@ -93,8 +100,10 @@ def load_bundle(folder: Path, *, trusted_keys: Sequence[Path] = ()) -> Model:
     """Verify and load the bundle in `folder`."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise BundleError(f"Bundle folder {str(folder)!r} does not exist.",
-                          hint="Check the path, or load a registry reference NAME:VERSION.")
+        raise BundleError(
+            f"Bundle folder {str(folder)!r} does not exist.",
+            hint="Check the path, or load a registry reference NAME:VERSION.",
+        )
     manifest = Manifest.read(folder)
     files.verify(folder, manifest)
     if trusted_keys:

@@ -53,9 +53,7 @@ def _graph_classes(model: Any) -> list[Any] | None:
 
 
 class ONNXPredictor(Predictor):
-    def __init__(
-        self, session: Any, classes: np.ndarray | None, columns: list[str] | None
-    ) -> None:
+    def __init__(self, session: Any, classes: np.ndarray | None, columns: list[str] | None) -> None:
         self.session = session
         self.classes: list[Any] | None = None if classes is None else classes.tolist()
         inputs = session.get_inputs()

@@ -76,7 +76,12 @@ class SentenceTransformersRuntime(Runtime):
     kind = "sentence-transformers"
     extra = "embeddings"
     packages: ClassVar[tuple[str, ...]] = (
-        "sentence-transformers", "transformers", "tokenizers", "safetensors", "torch", "numpy",
+        "sentence-transformers",
+        "transformers",
+        "tokenizers",
+        "safetensors",
+        "torch",
+        "numpy",
     )
 
     @classmethod

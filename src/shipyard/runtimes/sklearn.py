@@ -19,6 +19,29 @@ from shipyard.runtimes.loading import artifact, model_dir, reading, relative
 FILE = "model.joblib"
 
 
+# Final estimators whose predict() is exactly classes_[argmax(predict_proba())]: for them the
+# label comes from the probabilities, saving a second pass through scikit-learn's per-call
+# input validation, which dominates the cost of a small batch.
+ARGMAX_CONSISTENT = {
+    "LogisticRegression",
+    "LogisticRegressionCV",
+    "RandomForestClassifier",
+    "ExtraTreesClassifier",
+    "DecisionTreeClassifier",
+    "ExtraTreeClassifier",
+    "GradientBoostingClassifier",
+    "HistGradientBoostingClassifier",
+    "KNeighborsClassifier",
+    "GaussianNB",
+    "MultinomialNB",
+    "BernoulliNB",
+    "ComplementNB",
+    "MLPClassifier",
+    "LinearDiscriminantAnalysis",
+    "QuadraticDiscriminantAnalysis",
+}
+
+
 def _is_classifier(model: Any) -> bool:
     return hasattr(model, "classes_")
 
@@ -41,6 +64,13 @@ class SklearnPredictor(Predictor):
         if self._proba and isinstance(steps, list) and len(steps) > 1:
             self._transform = model[:-1]
             self._final = model[-1]
+        self._argmax = (
+            self._proba
+            and type(self._final).__name__ in ARGMAX_CONSISTENT
+            and (type(self._final).__module__.startswith("sklearn."))
+        )
+        self._labels = np.asarray(model.classes_) if self.classes is not None else None
+        self._multi_output = getattr(self._labels, "ndim", 1) > 1
 
     def predict(self, batch: Any) -> Outputs:
         if self.classes is None:
@@ -48,6 +78,12 @@ class SklearnPredictor(Predictor):
         if not self._proba:
             return {"label": np.asarray(self.model.predict(batch))}
         data = batch if self._transform is None else self._transform.transform(batch)
+        if self._argmax and not self._multi_output and self._labels is not None:
+            probabilities = np.asarray(self._final.predict_proba(data))
+            return {
+                "label": self._labels[probabilities.argmax(axis=1)],
+                "probabilities": probabilities,
+            }
         return {
             "label": np.asarray(self._final.predict(data)),
             "probabilities": np.asarray(self._final.predict_proba(data)),

@@ -15,8 +15,20 @@ from typing import IO, Any
 
 import orjson
 
-FIELDS = ("time", "request_id", "method", "path", "status", "latency_ms", "deployment",
-          "variant", "model_version", "rows", "client", "error")
+FIELDS = (
+    "time",
+    "request_id",
+    "method",
+    "path",
+    "status",
+    "latency_ms",
+    "deployment",
+    "variant",
+    "model_version",
+    "rows",
+    "client",
+    "error",
+)
 MAX_VALUE = 200
 
 
@@ -27,8 +39,9 @@ class AccessLog:
         self._queue: queue.SimpleQueue[tuple[Any, ...] | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         if enabled:
-            self._thread = threading.Thread(target=self._write, name="shipyard-access-log",
-                                            daemon=True)
+            self._thread = threading.Thread(
+                target=self._write, name="shipyard-access-log", daemon=True
+            )
             self._thread.start()
 
     def record(self, *entry: Any) -> None:

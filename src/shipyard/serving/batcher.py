@@ -43,8 +43,15 @@ class Batcher:
     (or raises, which fails every item of that batch with the same exception).
     """
 
-    def __init__(self, job: Job, *, rows_of: Callable[[Any], int] = lambda _: 1,
-                 max_batch: int = 64, max_wait_s: float = 0.0, name: str = "model") -> None:
+    def __init__(
+        self,
+        job: Job,
+        *,
+        rows_of: Callable[[Any], int] = lambda _: 1,
+        max_batch: int = 64,
+        max_wait_s: float = 0.0,
+        name: str = "model",
+    ) -> None:
         self.job = job
         self.rows_of = rows_of
         self.max_batch = max(1, max_batch)

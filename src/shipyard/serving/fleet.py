@@ -58,10 +58,15 @@ class LiveDeployment:
             "name": self.name,
             "revision": self.revision,
             "variants": [
-                {"name": v.name, "role": v.role, "model": f"{v.model.name}:{v.version}",
-                 "weight": next(s.weight for s in self.spec.variants if s.name == v.name),
-                 "batches": v.batcher.stats.batches, "rows": v.batcher.stats.rows,
-                 "queue_depth": v.batcher.queue_depth}
+                {
+                    "name": v.name,
+                    "role": v.role,
+                    "model": f"{v.model.name}:{v.version}",
+                    "weight": next(s.weight for s in self.spec.variants if s.name == v.name),
+                    "batches": v.batcher.stats.batches,
+                    "rows": v.batcher.stats.rows,
+                    "queue_depth": v.batcher.queue_depth,
+                }
                 for v in self.variants.values()
             ],
             "serving": self.spec.serving.model_dump(mode="json"),
@@ -73,8 +78,9 @@ class LiveDeployment:
 class Fleet:
     """Loads, warms, swaps and closes deployments; `deployments` is read on every request."""
 
-    def __init__(self, settings: Settings, names: Sequence[str] = (), *,
-                 poll_s: float = 1.0) -> None:
+    def __init__(
+        self, settings: Settings, names: Sequence[str] = (), *, poll_s: float = 1.0
+    ) -> None:
         self.settings = settings
         self.names = list(names)
         self.poll_s = poll_s
@@ -99,8 +105,10 @@ class Fleet:
     def get(self, name: str) -> LiveDeployment:
         live = self.deployments.get(name)
         if live is None:
-            raise NotFoundError(f"No deployment {name[:64]!r} is served here.",
-                                hint="GET /v1/deployments lists the served deployments.")
+            raise NotFoundError(
+                f"No deployment {name[:64]!r} is served here.",
+                hint="GET /v1/deployments lists the served deployments.",
+            )
         return live
 
     async def start(self) -> None:
@@ -133,8 +141,7 @@ class Fleet:
     async def refresh(self) -> None:
         """Load every deployment whose current revision differs from the one served."""
         self._token = await asyncio.to_thread(self.registry.change_token)
-        names = self.names or [d.name for d in await asyncio.to_thread(
-            self.registry.deployments)]
+        names = self.names or [d.name for d in await asyncio.to_thread(self.registry.deployments)]
         for name in names:
             try:
                 revision = await asyncio.to_thread(self.registry.current_revision, name)
@@ -148,8 +155,9 @@ class Fleet:
                 new = await asyncio.to_thread(self._load, name, revision.number, revision.spec)
             except Exception as exc:  # noqa: BLE001 - a bad revision must not stop the others
                 self.failed[name] = str(exc)[:500]
-                log.error("deployment %s revision %s failed to load: %s", name,
-                          revision.number, exc)
+                log.error(
+                    "deployment %s revision %s failed to load: %s", name, revision.number, exc
+                )
                 continue
             self.failed.pop(name, None)
             # One assignment of a new dict: a request sees the old or the new, never a mix.
@@ -167,8 +175,7 @@ class Fleet:
             for variant_spec in spec.variants:
                 folder = self.registry.fetch(variant_spec.model)
                 model = load_bundle(folder, trusted_keys=self.settings.trusted_keys)
-                variant = Variant(name, variant_spec.name, variant_spec.role, model,
-                                  spec.serving)
+                variant = Variant(name, variant_spec.name, variant_spec.role, model, spec.serving)
                 variants[variant_spec.name] = variant
                 variant.warm()
         except BaseException:

@@ -48,11 +48,14 @@ async def read_body(scope: Scope, receive: Receive, *, limit: int, timeout_s: fl
         try:
             size = int(declared)
         except ValueError:
-            raise UserError("Content-Length is not a number.",
-                            hint="Send a valid Content-Length header.") from None
+            raise UserError(
+                "Content-Length is not a number.", hint="Send a valid Content-Length header."
+            ) from None
         if size > limit:
-            raise PayloadTooLargeError(f"The body has {size} bytes; the limit is {limit}.",
-                                  hint="Send fewer rows per request.")
+            raise PayloadTooLargeError(
+                f"The body has {size} bytes; the limit is {limit}.",
+                hint="Send fewer rows per request.",
+            )
     first = await receive()
     body = first.get("body", b"")
     if not first.get("more_body", False):
@@ -68,32 +71,52 @@ async def read_body(scope: Scope, receive: Receive, *, limit: int, timeout_s: fl
                 chunk = message.get("body", b"")
                 received += len(chunk)
                 if received > limit:
-                    raise PayloadTooLargeError(f"The body exceeds the limit of {limit} bytes.",
-                                          hint="Send fewer rows per request.")
+                    raise PayloadTooLargeError(
+                        f"The body exceeds the limit of {limit} bytes.",
+                        hint="Send fewer rows per request.",
+                    )
                 chunks.append(chunk)
                 if not message.get("more_body", False):
                     break
     except TimeoutError:
-        raise RequestTimeoutError(f"The body took longer than {timeout_s:g}s to arrive.",
-                             hint="Send the request body in one go.") from None
+        raise RequestTimeoutError(
+            f"The body took longer than {timeout_s:g}s to arrive.",
+            hint="Send the request body in one go.",
+        ) from None
     return b"".join(chunks)
 
 
 def parse_json(body: bytes) -> Any:
     if not body:
-        raise BadJSONError("The request body is empty.", hint='Send JSON such as {"inputs": [...]}.')
+        raise BadJSONError(
+            "The request body is empty.", hint='Send JSON such as {"inputs": [...]}.'
+        )
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         # orjson's message names the position; it never contains the document itself.
-        raise BadJSONError(f"The body is not valid JSON: {str(exc)[:160]}.",
-                      hint="Check the JSON syntax; NaN and Infinity are not JSON.") from None
+        raise BadJSONError(
+            f"The body is not valid JSON: {str(exc)[:160]}.",
+            hint="Check the JSON syntax; NaN and Infinity are not JSON.",
+        ) from None
 
 
-async def respond(send: Send, status: int, body: bytes,
-                  headers: Iterable[tuple[bytes, bytes]],
-                  content_type: bytes = JSON) -> None:
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", content_type),
-                            (b"content-length", str(len(body)).encode()), *headers]})
+async def respond(
+    send: Send,
+    status: int,
+    body: bytes,
+    headers: Iterable[tuple[bytes, bytes]],
+    content_type: bytes = JSON,
+) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", content_type),
+                (b"content-length", str(len(body)).encode()),
+                *headers,
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": body})

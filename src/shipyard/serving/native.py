@@ -23,22 +23,34 @@ ALLOWED_KEYS = {"inputs", "parameters", "id"}
 def decode(document: Any) -> Any:
     """The `inputs` of a predict request, refusing other shapes with a pointed message."""
     if not isinstance(document, dict):
-        raise SchemaError("The body must be a JSON object with an 'inputs' key.",
-                          hint='Send {"inputs": [{"field": value}]}.', rule="body")
+        raise SchemaError(
+            "The body must be a JSON object with an 'inputs' key.",
+            hint='Send {"inputs": [{"field": value}]}.',
+            rule="body",
+        )
     unknown = [k for k in document if k not in ALLOWED_KEYS]
     if unknown:
-        raise SchemaError(f"Unknown top-level key {str(unknown[0])[:64]!r}.",
-                          hint="Send only 'inputs' (and optionally 'parameters').",
-                          field=str(unknown[0])[:64], rule="unknown")
+        raise SchemaError(
+            f"Unknown top-level key {str(unknown[0])[:64]!r}.",
+            hint="Send only 'inputs' (and optionally 'parameters').",
+            field=str(unknown[0])[:64],
+            rule="unknown",
+        )
     if "inputs" not in document:
-        raise SchemaError("The body has no 'inputs'.",
-                          hint='Send {"inputs": [{"field": value}]}.', field="inputs",
-                          rule="required")
+        raise SchemaError(
+            "The body has no 'inputs'.",
+            hint='Send {"inputs": [{"field": value}]}.',
+            field="inputs",
+            rule="required",
+        )
     inputs = document["inputs"]
     if not isinstance(inputs, list | dict):
-        raise SchemaError("'inputs' must be a list of records or an object of columns.",
-                          hint='Send {"inputs": [{"field": value}]}.', field="inputs",
-                          rule="type")
+        raise SchemaError(
+            "'inputs' must be a list of records or an object of columns.",
+            hint='Send {"inputs": [{"field": value}]}.',
+            field="inputs",
+            rule="type",
+        )
     return inputs
 
 

@@ -60,8 +60,13 @@ class ServerLimits:
 class OnlineApp:
     """The ASGI application. `fleet` holds the served deployments."""
 
-    def __init__(self, fleet: Fleet, *, limits: ServerLimits | None = None,
-                 access_log: AccessLog | None = None) -> None:
+    def __init__(
+        self,
+        fleet: Fleet,
+        *,
+        limits: ServerLimits | None = None,
+        access_log: AccessLog | None = None,
+    ) -> None:
         self.fleet = fleet
         self.limits = limits or ServerLimits()
         self.access_log = access_log or AccessLog(enabled=False)
@@ -103,10 +108,12 @@ class OnlineApp:
         self.inflight += 1
         try:
             if self.inflight > self.limits.max_inflight:
-                raise UnavailableError("The server is at its in-flight request limit.",
-                                       hint="Retry after a moment.")
-            status, body, content_type, extra = await self._route(scope, receive, request_id,
-                                                                  context)
+                raise UnavailableError(
+                    "The server is at its in-flight request limit.", hint="Retry after a moment."
+                )
+            status, body, content_type, extra = await self._route(
+                scope, receive, request_id, context
+            )
             headers.extend(extra)
         except ShipyardError as exc:
             status, body, content_type = exc.status, orjson.dumps(_error_body(scope, exc)), JSON
@@ -116,8 +123,15 @@ class OnlineApp:
         except Exception:
             log.exception("unexpected error serving %s", scope.get("path", "")[:200])
             status, content_type = 500, JSON
-            body = orjson.dumps({"error": {"code": "internal", "message": "Internal error.",
-                                           "hint": "Report it with the x-request-id."}})
+            body = orjson.dumps(
+                {
+                    "error": {
+                        "code": "internal",
+                        "message": "Internal error.",
+                        "hint": "Report it with the x-request-id.",
+                    }
+                }
+            )
             context["error"] = "internal"
         finally:
             self.inflight -= 1
@@ -127,23 +141,31 @@ class OnlineApp:
         await respond(send, status, body, headers, content_type)
         client = scope.get("client")
         self.access_log.record(
-            request_id, scope["method"], scope["path"], status,
-            round((time.perf_counter() - started) * 1000, 3), context.get("deployment"),
-            context.get("variant"), context.get("version"), context.get("rows"),
-            client[0] if client else None, context.get("error"))
+            request_id,
+            scope["method"],
+            scope["path"],
+            status,
+            round((time.perf_counter() - started) * 1000, 3),
+            context.get("deployment"),
+            context.get("variant"),
+            context.get("version"),
+            context.get("rows"),
+            client[0] if client else None,
+            context.get("error"),
+        )
 
     # -- routing ----------------------------------------------------------------------------
 
-    async def _route(self, scope: Scope, receive: Receive, request_id: str,
-                     context: dict[str, Any]) -> tuple[int, bytes, bytes, list[Any]]:
+    async def _route(
+        self, scope: Scope, receive: Receive, request_id: str, context: dict[str, Any]
+    ) -> tuple[int, bytes, bytes, list[Any]]:
         path: str = scope["path"]
         method: str = scope["method"]
         parts = path.strip("/").split("/")
         if parts[0] == "v1" and len(parts) >= 2 and parts[1] == "deployments":
             if len(parts) == 4 and parts[3] == "predict":
                 _allow(method, "POST")
-                return await self._predict_native(scope, receive, parts[2], request_id,
-                                                  context)
+                return await self._predict_native(scope, receive, parts[2], request_id, context)
             if len(parts) == 2:
                 _allow(method, "GET")
                 return self._json([d.describe() for d in self.fleet.deployments.values()])
@@ -161,8 +183,9 @@ class OnlineApp:
         elif path == "/docs":
             _allow(method, "GET")
             return 200, openapi.DOCS_HTML, b"text/html; charset=utf-8", []
-        raise NotFoundError(f"No route {path[:100]!r}.",
-                            hint="See /openapi.json for the routes this server offers.")
+        raise NotFoundError(
+            f"No route {path[:100]!r}.", hint="See /openapi.json for the routes this server offers."
+        )
 
     def _json(self, data: Any, status: int = 200) -> tuple[int, bytes, bytes, list[Any]]:
         return status, orjson.dumps(data, option=orjson.OPT_SERIALIZE_NUMPY), JSON, []
@@ -175,40 +198,65 @@ class OnlineApp:
 
     # -- native -----------------------------------------------------------------------------
 
-    async def _predict_native(self, scope: Scope, receive: Receive, name: str,
-                              request_id: str, context: dict[str, Any],
-                              ) -> tuple[int, bytes, bytes, list[Any]]:
+    async def _predict_native(
+        self,
+        scope: Scope,
+        receive: Receive,
+        name: str,
+        request_id: str,
+        context: dict[str, Any],
+    ) -> tuple[int, bytes, bytes, list[Any]]:
         live = self.fleet.get(name)
         context["deployment"] = name
         if media_type(scope) != JSON:
             raise UnsupportedMediaTypeError(
                 "The predict route takes application/json.",
-                hint="Send the header Content-Type: application/json.")
-        body = await read_body(scope, receive, limit=self.limits.max_body_bytes,
-                               timeout_s=self.limits.body_timeout_s)
+                hint="Send the header Content-Type: application/json.",
+            )
+        body = await read_body(
+            scope, receive, limit=self.limits.max_body_bytes, timeout_s=self.limits.body_timeout_s
+        )
         inputs = native.decode(parse_json(body))
         key = header(scope, b"x-shipyard-key")
-        outputs = await self._serve(live, inputs, key.decode("latin-1") if key
-                                             else request_id, context)
-        return 200, native.encode(outputs, model_version=context["version"],
-                                  variant=context["variant"], request_id=request_id), JSON, []
+        outputs = await self._serve(
+            live, inputs, key.decode("latin-1") if key else request_id, context
+        )
+        return (
+            200,
+            native.encode(
+                outputs,
+                model_version=context["version"],
+                variant=context["variant"],
+                request_id=request_id,
+            ),
+            JSON,
+            [],
+        )
 
-    async def _serve(self, live: LiveDeployment, data: Any, key: str,
-                     context: dict[str, Any], version: str | None = None,
-                     ) -> Outputs:
+    async def _serve(
+        self,
+        live: LiveDeployment,
+        data: Any,
+        key: str,
+        context: dict[str, Any],
+        version: str | None = None,
+    ) -> Outputs:
         """The shared core path: limit, route, validate, predict, fall back."""
         if live.inflight >= live.spec.serving.max_inflight:
             live.counters.rejected += 1
-            raise OverloadedError(f"Deployment {live.name!r} has "
-                                  f"{live.spec.serving.max_inflight} requests in flight.",
-                                  hint="Retry after a moment, or raise serving.max_inflight.")
+            raise OverloadedError(
+                f"Deployment {live.name!r} has "
+                f"{live.spec.serving.max_inflight} requests in flight.",
+                hint="Retry after a moment, or raise serving.max_inflight.",
+            )
         variant = live.variants[live.router.choose(key)]
         if version is not None and variant.version != version:
             matching = [v for v in live.variants.values() if v.version == version]
             if not matching:
-                raise NotFoundError(f"Deployment {live.name!r} serves no version "
-                                    f"{version[:64]!r}.", hint="GET /v2/models/NAME lists "
-                                    "the versions served.")
+                raise NotFoundError(
+                    f"Deployment {live.name!r} serves no version {version[:64]!r}.",
+                    hint="GET /v2/models/NAME lists the versions served.",
+                )
             variant = matching[0]
         live.inflight += 1
         live.counters.requests += 1
@@ -226,8 +274,14 @@ class OnlineApp:
         finally:
             live.inflight -= 1
 
-    async def _fallback(self, live: LiveDeployment, failed: Variant, data: Any,
-                        exc: BaseException, context: dict[str, Any]) -> Outputs:
+    async def _fallback(
+        self,
+        live: LiveDeployment,
+        failed: Variant,
+        data: Any,
+        exc: BaseException,
+        context: dict[str, Any],
+    ) -> Outputs:
         timed_out = isinstance(exc, TimeoutError)
         if timed_out:
             live.counters.timeouts += 1
@@ -251,13 +305,20 @@ class OnlineApp:
         what = "timed out" if timed_out else "failed"
         raise ModelFailureError(
             f"The model {failed.model.name}:{failed.version} {what}.",
-            hint="Retry later; the deployment's owner can configure a fallback.")
+            hint="Retry later; the deployment's owner can configure a fallback.",
+        )
 
     # -- Open Inference Protocol V2 ---------------------------------------------------------
 
-    async def _v2(self, scope: Scope, receive: Receive, parts: list[str], method: str,
-                  request_id: str, context: dict[str, Any],
-                  ) -> tuple[int, bytes, bytes, list[Any]]:
+    async def _v2(
+        self,
+        scope: Scope,
+        receive: Receive,
+        parts: list[str],
+        method: str,
+        request_id: str,
+        context: dict[str, Any],
+    ) -> tuple[int, bytes, bytes, list[Any]]:
         if parts == [""] or not parts:
             _allow(method, "GET")
             return self._json(v2.server_metadata(__version__))
@@ -265,8 +326,10 @@ class OnlineApp:
             _allow(method, "GET")
             return self._health(parts[1] == "ready")
         if parts[0] != "models" or len(parts) < 2:
-            raise NotFoundError(f"No V2 route /v2/{'/'.join(parts)[:80]}.",
-                                hint="See the Open Inference Protocol routes in /openapi.json.")
+            raise NotFoundError(
+                f"No V2 route /v2/{'/'.join(parts)[:80]}.",
+                hint="See the Open Inference Protocol routes in /openapi.json.",
+            )
         live = self.fleet.get(parts[1])
         rest = parts[2:]
         version = None
@@ -283,21 +346,32 @@ class OnlineApp:
         if rest == ["infer"]:
             _allow(method, "POST")
             return await self._infer(scope, receive, live, version, request_id, context)
-        raise NotFoundError(f"No V2 route /v2/{'/'.join(parts)[:80]}.",
-                            hint="Use /v2/models/NAME[/versions/V]/infer.")
+        raise NotFoundError(
+            f"No V2 route /v2/{'/'.join(parts)[:80]}.",
+            hint="Use /v2/models/NAME[/versions/V]/infer.",
+        )
 
     def _model_metadata(self, live: LiveDeployment, version: str | None) -> dict[str, Any]:
         versions = sorted({v.version for v in live.variants.values()})
         if version is not None and version not in versions:
-            raise NotFoundError(f"Deployment {live.name!r} serves no version {version[:64]!r}.",
-                                hint=f"Served versions: {', '.join(versions)}.")
+            raise NotFoundError(
+                f"Deployment {live.name!r} serves no version {version[:64]!r}.",
+                hint=f"Served versions: {', '.join(versions)}.",
+            )
         champion = live.champion
-        return v2.model_metadata(live.name, versions, champion.model.manifest.runtime.kind,
-                                 champion.model.schema)
+        return v2.model_metadata(
+            live.name, versions, champion.model.manifest.runtime.kind, champion.model.schema
+        )
 
-    async def _infer(self, scope: Scope, receive: Receive, live: LiveDeployment,
-                     version: str | None, request_id: str, context: dict[str, Any],
-                     ) -> tuple[int, bytes, bytes, list[Any]]:
+    async def _infer(
+        self,
+        scope: Scope,
+        receive: Receive,
+        live: LiveDeployment,
+        version: str | None,
+        request_id: str,
+        context: dict[str, Any],
+    ) -> tuple[int, bytes, bytes, list[Any]]:
         context["deployment"] = live.name
         kind = media_type(scope)
         length = header(scope, b"inference-header-content-length")
@@ -305,9 +379,11 @@ class OnlineApp:
             raise UnsupportedMediaTypeError(
                 "The infer route takes application/json, or application/octet-stream with "
                 "an Inference-Header-Content-Length header.",
-                hint="Send Content-Type: application/json.")
-        body = await read_body(scope, receive, limit=self.limits.max_body_bytes,
-                               timeout_s=self.limits.body_timeout_s)
+                hint="Send Content-Type: application/json.",
+            )
+        body = await read_body(
+            scope, receive, limit=self.limits.max_body_bytes, timeout_s=self.limits.body_timeout_s
+        )
         header_length = None
         if length is not None:
             try:
@@ -315,19 +391,29 @@ class OnlineApp:
             except ValueError:
                 raise UnsupportedMediaTypeError(
                     "Inference-Header-Content-Length is not a number.",
-                    hint="Send the JSON header's length in bytes.") from None
+                    hint="Send the JSON header's length in bytes.",
+                ) from None
         request = v2.decode_request(body, header_length)
         schema = live.champion.model.schema
         data = v2.to_columns(request, schema)
         key = header(scope, b"x-shipyard-key")
-        outputs = await self._serve(live, data, key.decode("latin-1") if key
-                                             else request.id or request_id, context, version)
+        outputs = await self._serve(
+            live, data, key.decode("latin-1") if key else request.id or request_id, context, version
+        )
         payload, extra = v2.encode_response(
-            model_name=live.name, model_version=context["version"],
-            request_id=request.id or request_id, outputs=outputs, request=request)
+            model_name=live.name,
+            model_version=context["version"],
+            request_id=request.id or request_id,
+            outputs=outputs,
+            request=request,
+        )
         content_type = extra.pop("Content-Type", extra.pop("content-type", "application/json"))
-        return 200, payload, content_type.encode(), [
-            (k.lower().encode(), v.encode()) for k, v in extra.items()]
+        return (
+            200,
+            payload,
+            content_type.encode(),
+            [(k.lower().encode(), v.encode()) for k, v in extra.items()],
+        )
 
 
 def _error_body(scope: Scope, exc: ShipyardError) -> dict[str, Any]:
@@ -341,6 +427,6 @@ def _error_body(scope: Scope, exc: ShipyardError) -> dict[str, Any]:
 
 def _allow(method: str, expected: str) -> None:
     if method != expected and not (expected == "GET" and method == "HEAD"):
-        raise MethodNotAllowedError(f"This route takes {expected}, not {method[:10]}.",
-                                    hint=f"Send a {expected} request.")
-
+        raise MethodNotAllowedError(
+            f"This route takes {expected}, not {method[:10]}.", hint=f"Send a {expected} request."
+        )

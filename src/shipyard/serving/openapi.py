@@ -13,8 +13,15 @@ from shipyard.bundle.manifest import FieldSpec, Schema
 from shipyard.bundle.samples import example_rows
 from shipyard.serving.fleet import Fleet
 
-JSON_TYPES = {"float32": "number", "float64": "number", "int32": "integer", "int64": "integer",
-              "bool": "boolean", "string": "string", "category": None}
+JSON_TYPES = {
+    "float32": "number",
+    "float64": "number",
+    "int32": "integer",
+    "int64": "integer",
+    "bool": "boolean",
+    "string": "string",
+    "category": None,
+}
 ERROR = {"$ref": "#/components/schemas/Error"}
 
 
@@ -47,27 +54,44 @@ def field_schema(spec: FieldSpec, *, nullable_ok: bool = True) -> dict[str, Any]
 
 def request_schema(schema: Schema, max_rows: int) -> dict[str, Any]:
     if schema.layout == "text":
-        record: dict[str, Any] = {"type": "object", "additionalProperties": False,
-                                  "required": [schema.inputs[0].name],
-                                  "properties": {schema.inputs[0].name: {"type": "string"}}}
+        record: dict[str, Any] = {
+            "type": "object",
+            "additionalProperties": False,
+            "required": [schema.inputs[0].name],
+            "properties": {schema.inputs[0].name: {"type": "string"}},
+        }
     else:
-        record = {"type": "object", "additionalProperties": False,
-                  "required": [f.name for f in schema.inputs],
-                  "properties": {f.name: field_schema(f) for f in schema.inputs}}
-    return {"type": "object", "additionalProperties": False, "required": ["inputs"],
-            "properties": {"inputs": {"type": "array", "minItems": 1, "maxItems": max_rows,
-                                      "items": record},
-                           "parameters": {"type": "object"}}}
+        record = {
+            "type": "object",
+            "additionalProperties": False,
+            "required": [f.name for f in schema.inputs],
+            "properties": {f.name: field_schema(f) for f in schema.inputs},
+        }
+    return {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["inputs"],
+        "properties": {
+            "inputs": {"type": "array", "minItems": 1, "maxItems": max_rows, "items": record},
+            "parameters": {"type": "object"},
+        },
+    }
 
 
 def response_schema(schema: Schema) -> dict[str, Any]:
-    props: dict[str, Any] = {"model_version": {"type": "string"}, "variant": {"type": "string"},
-                             "request_id": {"type": "string"}}
+    props: dict[str, Any] = {
+        "model_version": {"type": "string"},
+        "variant": {"type": "string"},
+        "request_id": {"type": "string"},
+    }
     for index, spec in enumerate(schema.outputs):
         name = "predictions" if index == 0 else spec.name
         props[name] = {"type": "array", "items": field_schema(spec, nullable_ok=False)}
-    return {"type": "object", "properties": props,
-            "required": ["predictions", "model_version", "variant", "request_id"]}
+    return {
+        "type": "object",
+        "properties": props,
+        "required": ["predictions", "model_version", "variant", "request_id"],
+    }
 
 
 def _example(live_schema: Schema, manifest: Any) -> dict[str, Any]:
@@ -80,48 +104,98 @@ def _example(live_schema: Schema, manifest: Any) -> dict[str, Any]:
 
 
 def _errors() -> dict[str, Any]:
-    answers = {"400": "Malformed request", "404": "Unknown deployment",
-               "408": "Body too slow", "413": "Body or batch too large",
-               "415": "Wrong content type", "422": "Input breaks the schema",
-               "429": "Too many requests in flight", "503": "Not ready, or the model failed"}
-    return {code: {"description": text, "content": {"application/json": {"schema": ERROR}}}
-            for code, text in answers.items()}
+    answers = {
+        "400": "Malformed request",
+        "404": "Unknown deployment",
+        "408": "Body too slow",
+        "413": "Body or batch too large",
+        "415": "Wrong content type",
+        "422": "Input breaks the schema",
+        "429": "Too many requests in flight",
+        "503": "Not ready, or the model failed",
+    }
+    return {
+        code: {"description": text, "content": {"application/json": {"schema": ERROR}}}
+        for code, text in answers.items()
+    }
 
 
 def document(fleet: Fleet) -> dict[str, Any]:
     paths: dict[str, Any] = {}
     for name, live in sorted(fleet.deployments.items()):
         model = live.champion.model
-        paths[f"/v1/deployments/{name}/predict"] = {"post": {
-            "summary": f"Predict with {name} ({model.name}:{model.version})",
-            "operationId": f"predict_{name}",
-            "requestBody": {"required": True, "content": {"application/json": {
-                "schema": request_schema(model.schema, live.spec.serving.max_rows),
-                "example": _example(model.schema, model.manifest)}}},
-            "responses": {"200": {"description": "Predictions", "content": {
-                "application/json": {"schema": response_schema(model.schema)}}},
-                **_errors()},
-        }}
-    simple = {"200": {"description": "OK", "content": {"application/json": {
-        "schema": {"type": "object"}}}}}
+        paths[f"/v1/deployments/{name}/predict"] = {
+            "post": {
+                "summary": f"Predict with {name} ({model.name}:{model.version})",
+                "operationId": f"predict_{name}",
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": request_schema(model.schema, live.spec.serving.max_rows),
+                            "example": _example(model.schema, model.manifest),
+                        }
+                    },
+                },
+                "responses": {
+                    "200": {
+                        "description": "Predictions",
+                        "content": {"application/json": {"schema": response_schema(model.schema)}},
+                    },
+                    **_errors(),
+                },
+            }
+        }
+    simple = {
+        "200": {
+            "description": "OK",
+            "content": {"application/json": {"schema": {"type": "object"}}},
+        }
+    }
     for route in ("/v2", "/v2/health/live", "/v1/deployments", "/livez"):
-        paths[route] = {"get": {"summary": route, "operationId": route.strip("/").replace(
-            "/", "_"), "responses": simple}}
-    paths["/v2/health/ready"] = {"get": {"summary": "Readiness", "operationId": "ready",
-                                         "responses": {**simple, **_errors()}}}
+        paths[route] = {
+            "get": {
+                "summary": route,
+                "operationId": route.strip("/").replace("/", "_"),
+                "responses": simple,
+            }
+        }
+    paths["/v2/health/ready"] = {
+        "get": {
+            "summary": "Readiness",
+            "operationId": "ready",
+            "responses": {**simple, **_errors()},
+        }
+    }
     return {
         "openapi": "3.0.3",
-        "info": {"title": "shipyard model server", "version": __version__,
-                 "description": "Native JSON prediction routes generated from each "
-                 "deployment's schema; the Open Inference Protocol V2 routes live under /v2."},
+        "info": {
+            "title": "shipyard model server",
+            "version": __version__,
+            "description": "Native JSON prediction routes generated from each "
+            "deployment's schema; the Open Inference Protocol V2 routes live under /v2.",
+        },
         "paths": paths,
-        "components": {"schemas": {"Error": {"type": "object", "required": ["error"],
-                                             "properties": {"error": {
-                                                 "type": "object", "required": ["code", "message"],
-                                                 "properties": {"code": {"type": "string"},
-                                                                "message": {"type": "string"},
-                                                                "hint": {"type": "string"},
-                                                                "details": {"type": "object"}}}}}}},
+        "components": {
+            "schemas": {
+                "Error": {
+                    "type": "object",
+                    "required": ["error"],
+                    "properties": {
+                        "error": {
+                            "type": "object",
+                            "required": ["code", "message"],
+                            "properties": {
+                                "code": {"type": "string"},
+                                "message": {"type": "string"},
+                                "hint": {"type": "string"},
+                                "details": {"type": "object"},
+                            },
+                        }
+                    },
+                }
+            }
+        },
     }
 
 

@@ -25,9 +25,11 @@ GRACEFUL_S = 30
 
 def build_app(settings: Settings, names: Sequence[str] = ()) -> OnlineApp:
     fleet = Fleet(settings, names, poll_s=settings.poll_s)
-    limits = ServerLimits(max_body_bytes=settings.max_body_bytes,
-                          body_timeout_s=settings.body_timeout_s,
-                          max_inflight=settings.max_inflight)
+    limits = ServerLimits(
+        max_body_bytes=settings.max_body_bytes,
+        body_timeout_s=settings.body_timeout_s,
+        max_inflight=settings.max_inflight,
+    )
     return OnlineApp(fleet, limits=limits, access_log=AccessLog(enabled=settings.access_log))
 
 
@@ -39,21 +41,85 @@ def app_factory() -> OnlineApp:
 
 
 def _uvicorn_options(host: str, port: int) -> dict[str, Any]:
-    return {"host": host, "port": port, "http": "httptools", "loop": "uvloop",
-            "lifespan": "on", "access_log": False, "server_header": False,
-            "timeout_graceful_shutdown": GRACEFUL_S, "log_level": "warning"}
+    return {
+        "host": host,
+        "port": port,
+        "http": "httptools",
+        "loop": "uvloop",
+        "lifespan": "on",
+        "access_log": False,
+        "server_header": False,
+        "timeout_graceful_shutdown": GRACEFUL_S,
+        "log_level": "warning",
+    }
 
 
-def serve(settings: Settings, names: Sequence[str], *, host: str, port: int,
-          workers: int = 1, overrides: dict[str, Any] | None = None) -> None:
+def serve(
+    settings: Settings,
+    names: Sequence[str],
+    *,
+    host: str,
+    port: int,
+    workers: int = 1,
+    overrides: dict[str, Any] | None = None,
+) -> None:
     import uvicorn
 
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     options = _uvicorn_options(host, port)
     if workers <= 1:
         uvicorn.run(build_app(settings, names), **options)
         return
-    os.environ[CONFIG_ENV] = json.dumps({"overrides": overrides or {}, "names": list(names)},
-                                        default=str)
+    os.environ[CONFIG_ENV] = json.dumps(
+        {"overrides": overrides or {}, "names": list(names)}, default=str
+    )
     uvicorn.run("shipyard.serving.server:app_factory", factory=True, workers=workers, **options)
+
+
+class BackgroundServer:
+    """The online server on a thread of this process (for the demo and notebooks)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        names: Sequence[str] = (),
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> None:
+        import socket
+
+        import uvicorn
+
+        if port == 0:
+            with socket.socket() as sock:
+                sock.bind((host, 0))
+                port = int(sock.getsockname()[1])
+        self.url = f"http://{host}:{port}"
+        self.app = build_app(settings, names)
+        options = {**_uvicorn_options(host, port), "log_level": "error"}
+        self._server = uvicorn.Server(uvicorn.Config(self.app, **options))
+        self._thread: Any = None
+
+    def __enter__(self) -> BackgroundServer:
+        import threading
+        import time
+
+        self._thread = threading.Thread(
+            target=self._server.run, name="shipyard-server", daemon=True
+        )
+        self._thread.start()
+        deadline = time.monotonic() + 60
+        while not (self._server.started and self.app.fleet.ready):
+            if time.monotonic() > deadline or not self._thread.is_alive():
+                raise RuntimeError("the server did not become ready; see the log above")
+            time.sleep(0.05)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.should_exit = True
+        self._thread.join(30)

@@ -47,7 +47,7 @@ def split(outputs: Outputs, sizes: Sequence[int]) -> list[Outputs]:
     for name, values in outputs.items():
         start = 0
         for index, size in enumerate(sizes):
-            parts[index][name] = values[start:start + size]
+            parts[index][name] = values[start : start + size]
             start += size
     return parts
 
@@ -66,8 +66,9 @@ INPUT_ERRORS = (ValueError, TypeError, ArithmeticError)
 class Variant:
     """A loaded model version with its batcher."""
 
-    def __init__(self, deployment: str, name: str, role: str, model: Model,
-                 config: ServingConfig) -> None:
+    def __init__(
+        self, deployment: str, name: str, role: str, model: Model, config: ServingConfig
+    ) -> None:
         self.deployment = deployment
         self.name = name
         self.role = role
@@ -75,9 +76,13 @@ class Variant:
         self.version = model.version
         self.config = config
         self.outputs_spec = list(model.schema.outputs)
-        self.batcher = Batcher(self._run, rows_of=rows_in, max_batch=config.max_batch,
-                               max_wait_s=config.max_wait_ms / 1000.0,
-                               name=f"{deployment}-{name}")
+        self.batcher = Batcher(
+            self._run,
+            rows_of=rows_in,
+            max_batch=config.max_batch,
+            max_wait_s=config.max_wait_ms / 1000.0,
+            name=f"{deployment}-{name}",
+        )
 
     def _run(self, batches: Sequence[Any]) -> list[Outputs | Exception]:
         try:
@@ -102,9 +107,11 @@ class Variant:
         except INPUT_ERRORS as exc:
             # Frameworks signal inputs they cannot handle (infinities after scaling, overflow)
             # with these: the caller's input, not a broken model.
-            raise InputRejected(f"The model refused this input: {str(exc)[:200]}",
-                                hint="Send values in the range the model was trained on.",
-                                rule="model") from exc
+            raise InputRejected(
+                f"The model refused this input: {str(exc)[:200]}",
+                hint="Send values in the range the model was trained on.",
+                rule="model",
+            ) from exc
         except Exception as exc:
             raise ModelFailure(f"{type(exc).__name__}: {exc}") from exc
         missing = [spec.name for spec in self.outputs_spec if spec.name not in outputs]
@@ -119,10 +126,14 @@ class Variant:
             try:
                 check_outputs(part, self.outputs_spec)
             except SchemaError as exc:
-                parts.append(InputRejected(
-                    f"The model's answer broke its output schema: {exc.message}",
-                    hint="The input is valid but drives the model outside its output range; "
-                    "check the input values.", **exc.details))
+                parts.append(
+                    InputRejected(
+                        f"The model's answer broke its output schema: {exc.message}",
+                        hint="The input is valid but drives the model outside its output range; "
+                        "check the input values.",
+                        **exc.details,
+                    )
+                )
                 continue
             parts.append(part)
         return parts
@@ -141,7 +152,7 @@ class Variant:
 
         result = self._run([self.prepare(example_rows(self.model.manifest))])[0]
         if isinstance(result, Exception):
-            raise ModelFailure(f"warm-up answer broke the output schema: {result.message}")
+            raise ModelFailure(f"warm-up answer was refused: {result}")
 
     def close(self) -> None:
         self.batcher.close()

@@ -1,0 +1,1 @@
+"""The three serving surfaces over one core path (online today; batch and stream next)."""
