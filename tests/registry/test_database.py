@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sqlite3
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -12,11 +14,12 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, func, inspect, select, text
 
 from shipyard.errors import ConfigError, RegistryUnavailableError
 from shipyard.registry import Registry
-from shipyard.registry.database import MIGRATIONS, PG_LOCK, Database, redact
+from shipyard.registry.database import MIGRATIONS, PG_LOCK, SCHEMA_HEAD, Database, redact
 from shipyard.registry.tables import VERSION_TABLE, audit_log, metadata, versions
 from shipyard.settings import Settings
 
@@ -82,6 +85,37 @@ def test_opening_twice_migrates_once(fresh_backend_settings: Settings) -> None:
     Registry.open(fresh_backend_settings).close()
     with Registry.open(fresh_backend_settings) as registry:
         assert registry.models() == []
+
+
+def test_schema_head_names_the_newest_migration() -> None:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    assert ScriptDirectory.from_config(config).get_current_head() == SCHEMA_HEAD
+
+
+def test_schema_revisions_tell_a_fresh_database_from_a_migrated_one(
+    fresh_backend_settings: Settings,
+) -> None:
+    url = fresh_backend_settings.resolved_database_url
+    database = Database(url, timeout_s=fresh_backend_settings.db_timeout_s)
+    try:
+        assert database.schema_revisions() is None
+        database.migrate()
+        assert database.schema_revisions() == [SCHEMA_HEAD]
+    finally:
+        database.close()
+
+
+def test_opening_an_up_to_date_registry_never_imports_alembic(settings: Settings) -> None:
+    Registry.open(settings).close()  # migrates: the subprocess below finds it up to date
+    code = (
+        "import sys; from shipyard.registry import Registry; "
+        "from shipyard.settings import Settings; "
+        f"Registry.open(Settings.load(overrides={{'home': {str(settings.home)!r}}}, environ={{}}))"
+        ".close(); sys.exit(1 if 'alembic' in sys.modules else 0)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
 
 
 def test_a_push_blocked_by_a_held_sqlite_lock_fails_cleanly(

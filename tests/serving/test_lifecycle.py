@@ -12,8 +12,7 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
-
-from conftest import Models, Server, cli, start_server
+from serving_harness import Models, Server, cli, start_server
 
 
 class Load:

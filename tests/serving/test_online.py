@@ -9,8 +9,7 @@ import time
 import httpx
 import numpy as np
 import pytest
-
-from conftest import Models, Server
+from serving_harness import Models, Server
 
 
 def predict(server: Server, name: str, body: object, **kwargs: object) -> httpx.Response:

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import Server
+from serving_harness import Server
 
 
 def test_schemathesis_finds_no_server_error(server: Server, tmp_path: Path):

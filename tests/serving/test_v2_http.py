@@ -6,9 +6,8 @@ import httpx
 import numpy as np
 import pytest
 import tritonclient.http as triton
+from serving_harness import Models, Server
 from tritonclient.utils import InferenceServerException
-
-from conftest import Models, Server
 
 
 @pytest.fixture

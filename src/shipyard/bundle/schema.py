@@ -146,7 +146,24 @@ def _fail(field: str, row: int | None, rule: str, message: str, hint: str) -> Sc
     )
 
 
+def _within(spec: FieldSpec, values: np.ndarray) -> bool:
+    """Fast path: two reductions decide that every value is finite and in range."""
+    if values.size == 0:
+        return True
+    low, high = float(values.min()), float(values.max())
+    if not (math.isfinite(low) and math.isfinite(high)):
+        return False  # NaN or infinity somewhere: the slow path finds the row
+    limit = FLOAT_LIMITS.get(spec.dtype)
+    if limit is not None and (low < -limit or high > limit):
+        return False
+    if spec.minimum is not None and low < spec.minimum:
+        return False
+    return spec.maximum is None or high <= spec.maximum
+
+
 def _check_numeric(spec: FieldSpec, values: np.ndarray, allow_nan: bool) -> None:
+    if _within(spec, values):
+        return
     flat = values.reshape(len(values), -1) if values.ndim > 1 else values.reshape(-1, 1)
     if values.dtype.kind == "f":
         bad = ~np.isfinite(flat)

@@ -11,6 +11,9 @@ are few and short, so one lock costs nothing that matters.
 
 A locked or unreachable database becomes `RegistryUnavailableError` naming the URL with its
 password hidden. The password never reaches an error or a log line.
+
+Opening an up-to-date registry costs one query (the version table against `SCHEMA_HEAD`);
+Alembic, slow to import, is loaded only when the schema actually needs migrating.
 """
 
 from __future__ import annotations
@@ -23,19 +26,18 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError, InterfaceError, OperationalError
+from sqlalchemy.exc import ArgumentError, DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from shipyard.errors import ConfigError, RegistryUnavailableError
 from shipyard.registry.tables import VERSION_TABLE
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+# The newest revision in migrations/versions. Bump it with every new migration: a test checks
+# it against Alembic's own view of the scripts, so the two cannot drift apart unnoticed.
+SCHEMA_HEAD = "0001"
 # Two int4 keys: a constant for "shipyard registry writes" and the schema, so registries in
 # different schemas of one PostgreSQL database do not wait on each other.
 PG_LOCK = "SELECT pg_advisory_xact_lock(1936287346, hashtext(current_schema()))"
@@ -177,17 +179,38 @@ class Database:
         )
 
     def migrate(self) -> None:
-        """Bring the schema to the newest migration; a no-op (one query) when it is there."""
+        """Bring the schema to the newest migration; one query, no Alembic, when it is there."""
+        if self.schema_revisions() == [SCHEMA_HEAD]:
+            return
+        # Imported here: Alembic costs about half a second, and only a new or older database
+        # needs it. The upgrade runs under the write lock and reads the version table again
+        # inside that transaction, so two processes migrating a fresh registry at once
+        # apply each migration exactly once.
+        from alembic import command
+        from alembic.config import Config
+
         config = Config()
         config.set_main_option("script_location", str(MIGRATIONS))
-        head = ScriptDirectory.from_config(config).get_current_head()
-        with self.read() as conn:
-            context = MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE})
-            if context.get_current_revision() == head:
-                return
         with self.write() as conn:
             config.attributes["connection"] = conn
             command.upgrade(config, "head")
+
+    def schema_revisions(self) -> list[str] | None:
+        """The revisions in the version table, or None when there is no version table yet."""
+        query = text(f"SELECT version_num FROM {VERSION_TABLE}")  # our own constant
+        with self.unavailable_as_error(), self.engine.connect() as conn:
+            try:
+                with conn.begin():
+                    return sorted(str(row) for row in conn.execute(query).scalars())
+            except DBAPIError as exc:
+                failure = exc
+            # Only a fresh database lacks the table. Anything else (locked, unreachable,
+            # no permission) is reported as it is, never papered over by a migration.
+            with conn.begin():
+                exists = inspect(conn).has_table(VERSION_TABLE)
+            if exists:
+                raise failure
+            return None
 
     def close(self) -> None:
         self.engine.dispose()

@@ -70,9 +70,18 @@ class SklearnPredictor(Predictor):
             and (type(self._final).__module__.startswith("sklearn."))
         )
         self._labels = np.asarray(model.classes_) if self.classes is not None else None
+        from sklearn import config_context
+
+        self._config = config_context
         self._multi_output = getattr(self._labels, "ndim", 1) > 1
 
     def predict(self, batch: Any) -> Outputs:
+        # shipyard has already refused NaN and infinity where the schema forbids them, so
+        # scikit-learn's own finiteness scan of every batch is redundant work.
+        with self._config(assume_finite=True, skip_parameter_validation=True):
+            return self._predict(batch)
+
+    def _predict(self, batch: Any) -> Outputs:
         if self.classes is None:
             return {"prediction": np.asarray(self.model.predict(batch))}
         if not self._proba:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import queue
 import threading
 import time
 from collections import deque
@@ -20,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 Job = Callable[[Sequence[Any]], Sequence[Any]]
+Entry = tuple[Any, int, "asyncio.Future[Any]"]
 
 
 @dataclass
@@ -40,69 +42,70 @@ class Batcher:
     """Collects items on the event loop; a worker thread runs `job` on lists of them.
 
     `job(items)` gets the items of one batch in arrival order and returns one result per item
-    (or raises, which fails every item of that batch with the same exception).
+    (an exception instance fails only that item), or raises, which fails the whole batch.
+    The hand-off is a `queue.SimpleQueue` (C, lock-free for the producer): at a few tens of
+    microseconds per round trip it is the cheapest way off the event loop and back.
     """
 
-    def __init__(
-        self,
-        job: Job,
-        *,
-        rows_of: Callable[[Any], int] = lambda _: 1,
-        max_batch: int = 64,
-        max_wait_s: float = 0.0,
-        name: str = "model",
-    ) -> None:
+    def __init__(self, job: Job, *, rows_of: Callable[[Any], int] = lambda _: 1,
+                 max_batch: int = 64, max_wait_s: float = 0.0, name: str = "model") -> None:
         self.job = job
         self.rows_of = rows_of
         self.max_batch = max(1, max_batch)
         self.max_wait_s = max(0.0, max_wait_s)
         self.stats = BatchStats()
-        self._pending: deque[tuple[Any, int, asyncio.Future[Any]]] = deque()
-        self._lock = threading.Lock()
-        self._wake = threading.Condition(self._lock)
+        self._queue: queue.SimpleQueue[Entry | None] = queue.SimpleQueue()
+        self._carry: Entry | None = None
         self._closed = False
         self._thread = threading.Thread(target=self._work, name=f"shipyard-{name}", daemon=True)
         self._thread.start()
 
     @property
     def queue_depth(self) -> int:
-        return len(self._pending)
+        return self._queue.qsize()
 
     def submit(self, item: Any) -> asyncio.Future[Any]:
         """Queue one item; the returned future resolves on the calling event loop."""
+        if self._closed:
+            raise RuntimeError("batcher is closed")
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        with self._wake:
-            if self._closed:
-                raise RuntimeError("batcher is closed")
-            self._pending.append((item, self.rows_of(item), future))
-            self._wake.notify()
+        self._queue.put((item, self.rows_of(item), future))
         return future
 
-    def _take(self) -> list[tuple[Any, int, asyncio.Future[Any]]] | None:
-        with self._wake:
-            while not self._pending and not self._closed:
-                self._wake.wait()
-            if not self._pending:
-                return None
-            if self.max_wait_s and self._rows_pending() < self.max_batch:
-                deadline = time.monotonic() + self.max_wait_s
-                while self._rows_pending() < self.max_batch and not self._closed:
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        break
-                    self._wake.wait(left)
-            taken = [self._pending.popleft()]
-            rows = taken[0][1]
-            while self._pending and rows + self._pending[0][1] <= self.max_batch:
-                entry = self._pending.popleft()
-                rows += entry[1]
-                taken.append(entry)
-            return taken
+    def _next(self, timeout: float | None) -> Entry | None:
+        """The next entry, or None when the wait times out or the batcher closes."""
+        try:
+            entry = self._queue.get(timeout=timeout) if timeout is None or timeout > 0 else (
+                self._queue.get_nowait())
+        except queue.Empty:
+            return None
+        if entry is None:
+            self._closed_seen = True
+        return entry
 
-    def _rows_pending(self) -> int:
-        return sum(rows for _, rows, _ in self._pending)
+    def _take(self) -> list[Entry] | None:
+        first = self._carry or self._next(None)
+        self._carry = None
+        if first is None:
+            return None
+        taken, rows = [first], first[1]
+        deadline = time.monotonic() + self.max_wait_s if self.max_wait_s else None
+        while rows < self.max_batch:
+            left = None if deadline is None else deadline - time.monotonic()
+            entry = self._next(left if left is not None else 0)
+            if entry is None:
+                if self._closed_seen:
+                    self._queue.put(None)  # let the outer loop see the close after this batch
+                break
+            if rows + entry[1] > self.max_batch:
+                self._carry = entry
+                break
+            taken.append(entry)
+            rows += entry[1]
+        return taken
 
     def _work(self) -> None:
+        self._closed_seen = False
         while True:
             taken = self._take()
             if taken is None:
@@ -114,17 +117,17 @@ class Batcher:
             except BaseException as exc:  # noqa: BLE001 - handed to every waiting caller
                 results = exc
             for index, (_, _, future) in enumerate(taken):
-                loop = future.get_loop()
                 outcome = results if isinstance(results, BaseException) else results[index]
                 # A closed loop (shutdown) means nobody is waiting any more.
                 with contextlib.suppress(RuntimeError):
-                    loop.call_soon_threadsafe(_resolve, future, outcome)
+                    future.get_loop().call_soon_threadsafe(_resolve, future, outcome)
 
     def close(self, timeout: float | None = 5.0) -> None:
         """Finish queued work, then stop the worker thread."""
-        with self._wake:
-            self._closed = True
-            self._wake.notify_all()
+        if self._closed:
+            return
+        self._closed = True
+        self._queue.put(None)
         if threading.current_thread() is not self._thread:
             self._thread.join(timeout)
 
