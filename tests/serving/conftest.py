@@ -23,6 +23,7 @@ def models(
     found.frame = mixed_data[0]
     cli(home, "deploy", "cancer", "--model", "cancer:1")
     cli(home, "deploy", "tumours", "--model", "tumours:1.0.0", "--max-rows", "100")
+    cli(home, "deploy", "texts", "--model", "texts:1")
     cli(
         home,
         "deploy",
@@ -47,6 +48,7 @@ def server(models: Models) -> Iterator[Server]:
         "cancer",
         "tumours",
         "sleepy",
+        "texts",
         env={"SHIPYARD_BODY_TIMEOUT_S": "2", "SHIPYARD_MAX_BODY_BYTES": str(4 * 1024 * 1024)},
     )
     yield running

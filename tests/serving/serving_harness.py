@@ -129,6 +129,7 @@ def _package_all(home: Path, work: Path, packaged: Path) -> Models:
 
     sys.path.insert(0, str(HERE))
     from sleepy_model import SleepyModel
+    from text_model import TextLength
 
     settings = shipyard.Settings.load({"home": home}, environ={})
     X, y = load_breast_cancer(return_X_y=True)
@@ -163,4 +164,9 @@ def _package_all(home: Path, work: Path, packaged: Path) -> Models:
         description="sleeps",
     )
     shipyard.push(sleepy, settings=settings, allow_fragile=True)
+    texts = work / "texts"
+    shipyard.package(TextLength(), texts, name="texts", version="1", owner="A <a@x.io>",
+                     sample=pd.DataFrame({"text": [f"sentence number {i}" for i in range(40)]}),
+                     runtime="python", description="text lengths")
+    shipyard.push(texts, settings=settings, allow_fragile=True)
     return Models(home, X, y, models[0], models[1], pd.DataFrame())

@@ -53,7 +53,7 @@ def test_health_listing_openapi_and_docs(server: Server):
     assert httpx.get(f"{server.url}/v2/health/live").status_code == 200
     assert httpx.get(f"{server.url}/v2/health/ready").json()["ready"] is True
     listing = httpx.get(f"{server.url}/v1/deployments").json()
-    assert {d["name"] for d in listing} == {"cancer", "tumours", "sleepy"}
+    assert {d["name"] for d in listing} == {"cancer", "tumours", "sleepy", "texts"}
     one = httpx.get(f"{server.url}/v1/deployments/cancer").json()
     assert one["variants"][0]["model"] == "cancer:1"
     doc = httpx.get(f"{server.url}/openapi.json").json()
@@ -274,3 +274,17 @@ def test_errors_never_echo_the_input(server: Server):
     assert response.status_code == 422
     assert secret not in response.text and len(response.content) < 2000
     assert json.loads(response.content)["error"]["code"] == "schema_violation"
+
+
+def test_unicode_and_emoji_in_a_text_field(server: Server):
+    texts = ["olá 👋", "日本語のテキスト", "emoji 🚢⚓🌊", "zero\u200bwidth", "RTL \u202e txet"]
+    response = predict(server, "texts", {"inputs": [{"text": t} for t in texts]})
+    assert response.status_code == 200, response.text
+    assert response.json()["predictions"] == [len(t) for t in texts]
+    wrong = predict(server, "texts", {"inputs": [{"text": 42}]})
+    assert wrong.status_code == 422
+    assert error_of(wrong)["details"] == {"field": "text", "row": 0, "rule": "type"}
+    broken = httpx.post(f"{server.url}/v1/deployments/texts/predict",
+                        content=b'{"inputs": [{"text": "\xff\xfe"}]}',
+                        headers={"content-type": "application/json"})
+    assert broken.status_code == 400
