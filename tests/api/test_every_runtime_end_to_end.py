@@ -48,10 +48,10 @@ def _cases(work: Path) -> dict[str, tuple[Any, Any, dict[str, Any]]]:
     import lightgbm
     import torch
     import xgboost
+    from skl2onnx import to_onnx
     from sklearn.datasets import load_breast_cancer, load_diabetes
     from sklearn.ensemble import RandomForestClassifier
     from sklearn.linear_model import LogisticRegression
-    from skl2onnx import to_onnx
 
     sys.path.insert(0, str(HERE))
     from rule_model import PetalRule
