@@ -12,6 +12,7 @@ from shipyard import __version__
 from shipyard.bundle.manifest import FieldSpec, Schema
 from shipyard.bundle.samples import example_rows
 from shipyard.serving.fleet import Fleet
+from shipyard.serving.v2 import datatype_for
 
 JSON_TYPES = {
     "float32": "number",
@@ -101,6 +102,75 @@ def _example(live_schema: Schema, manifest: Any) -> dict[str, Any]:
     if live_schema.layout == "text":
         return {"inputs": [{live_schema.inputs[0].name: rows[0]}]}
     return {"inputs": rows.head(1).to_dict(orient="records")}
+
+
+V2_TENSOR = {
+    "type": "object",
+    "required": ["name", "shape", "datatype", "data"],
+    "properties": {
+        "name": {"type": "string"},
+        "shape": {"type": "array", "items": {"type": "integer"}},
+        "datatype": {"type": "string", "enum": ["BOOL", "INT32", "INT64", "FP32", "FP64", "BYTES"]},
+        "data": {"type": "array"},
+        "parameters": {"type": "object"},
+    },
+}
+V2_REQUEST = {
+    "type": "object",
+    "required": ["inputs"],
+    "properties": {
+        "id": {"type": "string"},
+        "inputs": {"type": "array", "items": V2_TENSOR},
+        "outputs": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["name"],
+                "properties": {"name": {"type": "string"}},
+            },
+        },
+        "parameters": {"type": "object"},
+    },
+}
+
+
+def _v2_example(schema: Schema, manifest: Any) -> dict[str, Any]:
+    rows = example_rows(manifest)
+    if schema.layout == "array":
+        first = rows[:1]
+        return {
+            "inputs": [
+                {
+                    "name": schema.inputs[0].name,
+                    "shape": list(first.shape),
+                    "datatype": datatype_for(schema.inputs[0]),
+                    "data": first.ravel().tolist(),
+                }
+            ]
+        }
+    if schema.layout == "text":
+        return {
+            "inputs": [
+                {
+                    "name": schema.inputs[0].name,
+                    "shape": [1],
+                    "datatype": "BYTES",
+                    "data": [rows[0]],
+                }
+            ]
+        }
+    record = rows.head(1).to_dict(orient="records")[0]
+    return {
+        "inputs": [
+            {
+                "name": spec.name,
+                "shape": [1],
+                "datatype": datatype_for(spec),
+                "data": [record[spec.name]],
+            }
+            for spec in schema.inputs
+        ]
+    }
 
 
 def _errors() -> dict[str, Any]:
