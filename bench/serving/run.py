@@ -287,7 +287,7 @@ for rows in (1, 64):
     for _ in range(200):
         model.predict_proba(x)
     best = []
-    for _ in range(5):
+    for _ in range(7):
         t = time.perf_counter()
         for _ in range(200):
             model.predict_proba(x)
@@ -472,7 +472,7 @@ def report(results: dict[str, dict[str, Any]], levels: list[int], info: dict[str
         "should be near 0). Memory: the process tree after the load "
         "(PSS counts pages shared between forked workers once).", "",
         *([f"The model alone (`predict_proba` in the floor's venv on core {SERVER_CORE}, best "
-           f"of 5 x 200 calls): {info['predict_us']['1']:.0f} us for 1 row, "
+           f"of 7 x 200 calls): {info['predict_us']['1']:.0f} us for 1 row, "
            f"{info['predict_us']['64']:.0f} us for 64 rows.", ""]
           if info.get("predict_us") else []),
         "Servers:", "", *[f"- **{n}**: {SERVERS[n].note}" for n in results], "", "",
@@ -487,10 +487,10 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per point")
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds before each point")
     parser.add_argument("--starts", type=int, default=3, help="cold starts per server")
-    parser.add_argument("--retries", type=int, default=1,
+    parser.add_argument("--retries", type=int, default=2,
                         help=f"measure a point again when other processes took more than "
                              f"{NOISY_PCT:g}%% of the server core")
-    parser.add_argument("--quiet-wait", type=float, default=20.0,
+    parser.add_argument("--quiet-wait", type=float, default=30.0,
                         help="seconds to wait, at most, for the server core to be quiet "
                              "before each point and start")
     parser.add_argument("--concurrency", default="1,8,64")
@@ -521,6 +521,7 @@ def main() -> int:
     failed_venvs = setup(names, ctx, args.no_setup)
 
     if "floor" not in failed_venvs:
+        wait_quiet(None, args.quiet_wait)
         info["predict_us"] = predict_cost(ctx)
         print(f"predict_proba alone on core {SERVER_CORE}: {info['predict_us']} us "
               "(1 row, 64 rows)", flush=True)

@@ -96,6 +96,23 @@ def test_a_tampered_bundle_writes_nothing(
     assert sqlite_registry.audit() == []
 
 
+def test_a_bundle_with_one_tampered_file_of_several_writes_nothing(
+    sqlite_registry: Registry, make_bundle: MakeBundle
+) -> None:
+    bundle = make_bundle(files={"code/pre.py": b"x = 1\n", "zz/last.bin": b"last file"})
+    (bundle / "zz/last.bin").write_bytes(b"LAST FILE")  # same size: found only by hashing
+    with pytest.raises(IntegrityError, match="'zz/last.bin' does not match its sha256"):
+        sqlite_registry.push(bundle)
+    assert _blob_count(sqlite_registry) == 0 and _row_count(sqlite_registry) == 0
+    assert isinstance(sqlite_registry.store, LocalStore)
+    assert not any((sqlite_registry.store.root / "tmp").iterdir())
+    (bundle / "zz/last.bin").write_bytes(b"last file!")  # another size: refused before copying
+    with pytest.raises(IntegrityError, match="sha256") as caught:
+        sqlite_registry.push(bundle)
+    assert "10 bytes" in caught.value.message and caught.value.details["file"] == "zz/last.bin"
+    assert _blob_count(sqlite_registry) == 0 and sqlite_registry.audit() == []
+
+
 def test_a_folder_without_a_manifest_is_a_manifest_error(
     sqlite_registry: Registry, tmp_path: Path
 ) -> None:

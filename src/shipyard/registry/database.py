@@ -26,7 +26,18 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
+from sqlalchemy import (
+    Connection,
+    Engine,
+    String,
+    column,
+    create_engine,
+    event,
+    inspect,
+    select,
+    table,
+    text,
+)
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
@@ -197,11 +208,11 @@ class Database:
 
     def schema_revisions(self) -> list[str] | None:
         """The revisions in the version table, or None when there is no version table yet."""
-        query = text(f"SELECT version_num FROM {VERSION_TABLE}")  # our own constant
+        query = select(column("version_num", String)).select_from(table(VERSION_TABLE))
         with self.unavailable_as_error(), self.engine.connect() as conn:
             try:
                 with conn.begin():
-                    return sorted(str(row) for row in conn.execute(query).scalars())
+                    return sorted(conn.execute(query).scalars())
             except DBAPIError as exc:
                 failure = exc
             # Only a fresh database lacks the table. Anything else (locked, unreachable,

@@ -85,7 +85,9 @@ class Registry:
     ) -> PushResult:
         """Register the bundle in `bundle_dir`; identical content again is a no-op."""
         root = Path(bundle_dir)
-        # Everything is checked before anything is written: bad input leaves no trace.
+        # Bad input leaves no trace: everything but the sha256 is checked here, before any
+        # copy; each file's sha256 while it is copied into the store, where nothing is
+        # published unless every file matched, and nothing is registered before that.
         local = transfer.read_bundle(root)
         manifest, entries = local.manifest, local.entries
         if fragile_reasons and not allow_fragile:
@@ -100,8 +102,9 @@ class Registry:
         result = PushResult(manifest.name, manifest.version, manifest.digest(), created=False)
         with self.database.read() as conn:
             known = self._existing(conn, result)  # ConflictError before any upload
-        # Even for known content: blobs already stored cost one stat each, and a blob that
-        # was found damaged (and removed) on a pull is stored again from this good copy.
+        # Even for known content: every file is still hashed and checked against the manifest,
+        # blobs already stored are not copied again, and a blob that was found damaged (and
+        # removed) on a pull is stored again from this good copy.
         transfer.upload(self.store, root, entries, progress)
         if known:
             return result

@@ -1,10 +1,15 @@
 """Moving bundle files between a folder and the artifact store.
 
-`read_bundle` makes every check a push needs (manifest, names, each file's sha256, no
-undeclared files) before anything is written. Uploads go file by file into the
-content-addressed store (idempotent: a blob already there is skipped). Downloads build the
-whole bundle in a temporary folder beside the destination and rename it into place only when
-every file has been written and verified, so a reader sees a complete bundle or none.
+`read_bundle` checks everything about a bundle that needs no hashing (manifest, names, paths,
+the file set, sizes) before anything is written. `upload` then reads each file once: it is
+hashed while it is copied into the content-addressed store, checked against its sha256 in
+the manifest, and the new blobs are published only when every file matched (a blob already
+stored is not copied again, but the file is still hashed and checked). So a push hashes each
+byte once, and a bundle that fails any check leaves nothing behind.
+
+Downloads build the whole bundle in a temporary folder beside the destination, hashing each
+file as it is written, and rename the folder into place only when every file has been written
+and verified, so a reader sees a complete bundle or none.
 """
 
 from __future__ import annotations
@@ -17,12 +22,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from shipyard.bundle.files import resolve_inside, verify
+from shipyard.bundle.files import resolve_inside, walk
 from shipyard.bundle.manifest import MANIFEST_NAME, SIGNATURE_NAME, Manifest
 from shipyard.errors import BundleError, IntegrityError, UserError
 from shipyard.registry.records import FileRecord, VersionRecord
 from shipyard.registry.refs import check_name, check_version
-from shipyard.registry.store import Store, check_digest
+from shipyard.registry.store import Store, Upload, check_digest
 
 Progress = Callable[[int, int], None]
 MAX_SIGNATURE = 64 * 1024
@@ -31,7 +36,7 @@ MAX_PATH = 1024
 
 @dataclass(frozen=True, slots=True)
 class LocalBundle:
-    """A bundle folder that passed every check a push makes before writing anything."""
+    """A bundle folder that passed every check a push makes before copying its files."""
 
     root: Path
     manifest: Manifest
@@ -41,19 +46,14 @@ class LocalBundle:
 
 
 def read_bundle(root: Path) -> LocalBundle:
-    """Read and fully verify the bundle at `root` (manifest, every file's sha256, no extras)."""
+    """Read and check the bundle at `root`: manifest, names, paths, file set and sizes.
+
+    Each file's sha256 is checked by `upload`, while the file is copied into the store.
+    """
     manifest = Manifest.read(root)
     # The manifest checks these too; checked again because they become keys and paths.
     check_name(manifest.name, what="model name")
     check_version(manifest.version)
-    verify(root, manifest)
-    # Read as bytes and decoded as is: text mode would rewrite CRLF and break a signature.
-    text = (root / MANIFEST_NAME).read_bytes().decode("utf-8")
-    if Manifest.from_text(text).digest() != manifest.digest():
-        raise BundleError(
-            f"{MANIFEST_NAME} in {root} changed while it was being pushed.",
-            hint="Leave the bundle untouched during a push, then push again.",
-        )
     entries = [FileRecord(e.path, e.sha256, e.size) for e in manifest.all_files()]
     for entry in entries:
         if len(entry.path) > MAX_PATH:
@@ -62,7 +62,49 @@ def read_bundle(root: Path) -> LocalBundle:
                 f"Expected at most {MAX_PATH}.",
                 hint="Shorten the file's path inside the bundle and package again.",
             )
+        check_digest(entry.sha256)
+    check_files(root, entries)
+    # Read as bytes and decoded as is: text mode would rewrite CRLF and break a signature.
+    text = (root / MANIFEST_NAME).read_bytes().decode("utf-8")
+    if Manifest.from_text(text).digest() != manifest.digest():
+        raise BundleError(
+            f"{MANIFEST_NAME} in {root} changed while it was being pushed.",
+            hint="Leave the bundle untouched during a push, then push again.",
+        )
     return LocalBundle(root, manifest, text, entries, _read_signature(root))
+
+
+def check_files(root: Path, entries: Sequence[FileRecord]) -> None:
+    """Every declared file present, inside the bundle, of its declared size; no others.
+
+    Everything `shipyard.bundle.files.verify` checks except the sha256, which `upload`
+    computes while copying so that a push reads each file only once.
+    """
+    for entry in entries:
+        path = resolve_inside(root, entry.path)
+        if not path.is_file():
+            raise BundleError(
+                f"File {entry.path!r} is listed in {MANIFEST_NAME} but missing.",
+                hint="Restore the file, or re-run `shipyard package` to rebuild the list.",
+                file=entry.path,
+            )
+        size = path.stat().st_size
+        if size != entry.size:
+            raise IntegrityError(
+                f"File {entry.path!r} does not match {MANIFEST_NAME}: it has {size} bytes, "
+                f"but the manifest lists {entry.size} bytes with sha256 {entry.sha256[:12]}….",
+                hint="The bundle was modified after packaging. Re-package it from a trusted "
+                "source; never load a tampered artifact.",
+                file=entry.path,
+            )
+    declared = {entry.path for entry in entries}
+    extra = [rel for rel in walk(root) if rel not in declared]
+    if extra:
+        raise BundleError(
+            f"Files not listed in {MANIFEST_NAME}: {', '.join(extra[:5])}.",
+            hint="Remove them, or run `shipyard package FOLDER` to add them to the manifest.",
+            file=extra[0],
+        )
 
 
 def _read_signature(root: Path) -> bytes | None:
@@ -93,12 +135,17 @@ class _Meter:
 def upload(
     store: Store, root: Path, entries: Sequence[FileRecord], progress: Progress | None = None
 ) -> int:
-    """Store every file of a verified bundle; return how many blobs were new."""
+    """Store every file of a checked bundle, all or nothing; return how many blobs were new.
+
+    Each file is hashed while it is copied and must match its sha256 in the manifest; the new
+    blobs are published only once every file has matched (see `Store.put_all`).
+    """
     meter = _Meter(sum(entry.size for entry in entries), progress)
-    created = 0
-    for entry in entries:
-        created += store.put(resolve_inside(root, entry.path), entry.sha256, entry.size, meter)
-    return created
+    uploads = [
+        Upload(resolve_inside(root, entry.path), entry.sha256, entry.size, entry.path)
+        for entry in entries
+    ]
+    return store.put_all(uploads, meter)
 
 
 def download(

@@ -30,14 +30,16 @@ FIELDS = (
     "error",
 )
 MAX_VALUE = 200
+FLUSH_S = 0.05
 
 
 class AccessLog:
     def __init__(self, stream: IO[str] | None = None, *, enabled: bool = True) -> None:
         self.enabled = enabled
         self.stream = stream or sys.stderr
-        self._queue: queue.SimpleQueue[tuple[Any, ...] | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
         if enabled:
             self._thread = threading.Thread(
                 target=self._write, name="shipyard-access-log", daemon=True
@@ -50,25 +52,39 @@ class AccessLog:
             self._queue.put((time.time(), *entry))
 
     def _write(self) -> None:
+        # Wake on a timer, not per entry: a blocking get() would wake this thread (and hand it
+        # the GIL) once per request, which costs the server more than the logging itself.
         while True:
-            entry = self._queue.get()
-            if entry is None:
+            stop = self._stop.wait(FLUSH_S)
+            entries = []
+            while True:
+                try:
+                    entries.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            lines = [self._format(e) for e in entries]
+            if lines:
+                try:
+                    self.stream.write("".join(lines))
+                    self.stream.flush()
+                except (OSError, ValueError):
+                    pass  # a closed stream must not take the server down
+            if stop:
                 return
-            data = {}
-            for key, value in zip(FIELDS, entry, strict=False):
-                if value is None:
-                    continue
-                if isinstance(value, str) and len(value) > MAX_VALUE:
-                    value = value[:MAX_VALUE] + "…"
-                data[key] = value
-            try:
-                self.stream.write(orjson.dumps(data).decode() + "\n")
-                self.stream.flush()
-            except (OSError, ValueError):
-                pass  # a closed stream must not take the server down
+
+    @staticmethod
+    def _format(entry: tuple[Any, ...]) -> str:
+        data = {}
+        for key, value in zip(FIELDS, entry, strict=False):
+            if value is None:
+                continue
+            if isinstance(value, str) and len(value) > MAX_VALUE:
+                value = value[:MAX_VALUE] + "…"
+            data[key] = value
+        return orjson.dumps(data).decode() + "\n"
 
     def close(self) -> None:
         if self._thread is not None:
-            self._queue.put(None)
+            self._stop.set()
             self._thread.join(2.0)
             self._thread = None
