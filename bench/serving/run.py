@@ -5,9 +5,9 @@
 
 Every server gets the same StandardScaler + LogisticRegression pipeline (model.py) and the
 same single row of 30 floats per request, and answers its label and probabilities. Each runs
-from its own virtual environment under $PEERS_DIR (default /work/peers; setup_peers.sh makes
-the missing ones, with pinned versions and the main venv's scikit-learn), pinned to core 0;
-this script and wrk run on core 1. Only loopback traffic.
+from its own virtual environment under $PEERS_DIR (default: a `peers` folder beside the
+repository; setup_peers.sh makes the missing ones, with pinned versions and the main venv's
+scikit-learn), pinned to core 0; this script and wrk run on core 1. Only loopback traffic.
 
 Per server: cold start (spawn to the first correct 200 on a real predict request, median of
 --starts starts), then at concurrency 1, 8 and 64 (wrk -t1 -cN, --warmup s discarded, then
@@ -52,6 +52,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from load import ProcessTree, WrkResult, core_busy_seconds, run_wrk, write_script
 from model import MODEL_FILE, save
 from servers import HERE, MAIN_VENV, SERVERS, Context, Server
+
+# Outside the repository, so peer virtual environments are never committed.
+DEFAULT_PEERS_DIR = Path(__file__).resolve().parents[3] / "peers"
 
 RESULTS_MD = HERE / "results.md"
 RESULTS_JSON = HERE / "results.json"
@@ -279,6 +282,7 @@ def measure(server: Server, ctx: Context, reference: dict[str, Any],
 
 PREDICT_CODE = """
 import json, sys, time, joblib, numpy as np
+
 model = joblib.load(sys.argv[1])
 row = np.asarray([json.loads(sys.argv[2])], dtype=np.float64)
 out = {}
@@ -496,7 +500,7 @@ def main() -> int:
     parser.add_argument("--concurrency", default="1,8,64")
     parser.add_argument("--peers", default=",".join(SERVERS),
                         help=f"comma-separated, from: {', '.join(SERVERS)}")
-    parser.add_argument("--peers-dir", default=os.environ.get("PEERS_DIR", "/work/peers"))
+    parser.add_argument("--peers-dir", default=os.environ.get("PEERS_DIR", str(DEFAULT_PEERS_DIR)))
     parser.add_argument("--no-setup", action="store_true",
                         help="do not create missing peer venvs")
     parser.add_argument("--out", default=str(RESULTS_MD), help="results markdown file")

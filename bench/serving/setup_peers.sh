@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Create one virtual environment per peer server under $PEERS_DIR (default /work/peers),
+# Create one virtual environment per peer server under $PEERS_DIR (default: a `peers` folder beside the repository),
 # outside the repository, with pinned versions. scikit-learn (and, where the peer allows,
 # numpy and the uvicorn stack) are pinned to the main venv's versions so that every server
 # unpickles the same model with the same library.
@@ -13,7 +13,7 @@ set -uo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$HERE/../.." && pwd)"
 MAIN_PY="${MAIN_PY:-$ROOT/.venv/bin/python}"
-PEERS_DIR="${PEERS_DIR:-/work/peers}"
+PEERS_DIR="${PEERS_DIR:-$(cd "$(dirname "$0")/../../.." && pwd)/peers}"
 BASE_PY="$("$MAIN_PY" -c 'import sys; print(sys._base_executable)')"
 
 ver() { "$MAIN_PY" -c "import importlib.metadata as m; print(m.version('$1'))"; }
