@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Protocol
 
 from shipyard.bundle.manifest import MANIFEST_NAME, SIGNATURE_NAME, FileEntry, Manifest
 from shipyard.errors import BundleError, IntegrityError
@@ -78,10 +79,26 @@ def walk(root: Path, under: str = "") -> Iterator[str]:
             yield rel
 
 
+class Listed(Protocol):
+    """A file as a manifest (or a registry record) lists it."""
+
+    @property
+    def path(self) -> str: ...
+    @property
+    def sha256(self) -> str: ...
+    @property
+    def size(self) -> int: ...
+
+
 def verify(root: Path, manifest: Manifest) -> None:
     """Check every declared file exists with its sha256 and no undeclared file is present."""
-    declared = {entry.path for entry in manifest.all_files()}
-    for entry in manifest.all_files():
+    check_listed(root, manifest.all_files(), hashes=True)
+
+
+def check_listed(root: Path, entries: Sequence[Listed], *, hashes: bool) -> None:
+    """Every listed file present, inside the bundle, of its size (and sha256 when `hashes`);
+    no file that is not listed. Without `hashes` the caller must hash while it copies."""
+    for entry in entries:
         path = resolve_inside(root, entry.path)
         if not path.is_file():
             raise BundleError(
@@ -89,15 +106,20 @@ def verify(root: Path, manifest: Manifest) -> None:
                 hint="Restore the file, or re-run `shipyard package` to rebuild the list.",
                 file=entry.path,
             )
-        digest, size = sha256_file(path)
+        if hashes:
+            digest, size = sha256_file(path)
+        else:
+            digest, size = entry.sha256, path.stat().st_size
         if digest != entry.sha256 or size != entry.size:
             raise IntegrityError(
                 f"File {entry.path!r} does not match its sha256 in {MANIFEST_NAME} "
-                f"(expected {entry.sha256[:12]}…, found {digest[:12]}…).",
+                f"(expected {entry.sha256[:12]}… of {entry.size} bytes, found {digest[:12]}… "
+                f"of {size} bytes).",
                 hint="The bundle was modified after packaging. Re-package it from a trusted "
                 "source; never load a tampered artifact.",
                 file=entry.path,
             )
+    declared = {entry.path for entry in entries}
     extra = [rel for rel in walk(root) if rel not in declared]
     if extra:
         raise BundleError(

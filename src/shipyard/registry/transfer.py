@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from shipyard.bundle.files import resolve_inside, walk
+from shipyard.bundle.files import check_listed, resolve_inside
 from shipyard.bundle.manifest import MANIFEST_NAME, SIGNATURE_NAME, Manifest
 from shipyard.errors import BundleError, IntegrityError, UserError
 from shipyard.registry.records import FileRecord, VersionRecord
@@ -63,7 +63,8 @@ def read_bundle(root: Path) -> LocalBundle:
                 hint="Shorten the file's path inside the bundle and package again.",
             )
         check_digest(entry.sha256)
-    check_files(root, entries)
+    # Everything but the sha256, which the store computes while copying: one read per file.
+    check_listed(root, entries, hashes=False)
     # Read as bytes and decoded as is: text mode would rewrite CRLF and break a signature.
     text = (root / MANIFEST_NAME).read_bytes().decode("utf-8")
     if Manifest.from_text(text).digest() != manifest.digest():
@@ -72,39 +73,6 @@ def read_bundle(root: Path) -> LocalBundle:
             hint="Leave the bundle untouched during a push, then push again.",
         )
     return LocalBundle(root, manifest, text, entries, _read_signature(root))
-
-
-def check_files(root: Path, entries: Sequence[FileRecord]) -> None:
-    """Every declared file present, inside the bundle, of its declared size; no others.
-
-    Everything `shipyard.bundle.files.verify` checks except the sha256, which `upload`
-    computes while copying so that a push reads each file only once.
-    """
-    for entry in entries:
-        path = resolve_inside(root, entry.path)
-        if not path.is_file():
-            raise BundleError(
-                f"File {entry.path!r} is listed in {MANIFEST_NAME} but missing.",
-                hint="Restore the file, or re-run `shipyard package` to rebuild the list.",
-                file=entry.path,
-            )
-        size = path.stat().st_size
-        if size != entry.size:
-            raise IntegrityError(
-                f"File {entry.path!r} does not match {MANIFEST_NAME}: it has {size} bytes, "
-                f"but the manifest lists {entry.size} bytes with sha256 {entry.sha256[:12]}….",
-                hint="The bundle was modified after packaging. Re-package it from a trusted "
-                "source; never load a tampered artifact.",
-                file=entry.path,
-            )
-    declared = {entry.path for entry in entries}
-    extra = [rel for rel in walk(root) if rel not in declared]
-    if extra:
-        raise BundleError(
-            f"Files not listed in {MANIFEST_NAME}: {', '.join(extra[:5])}.",
-            hint="Remove them, or run `shipyard package FOLDER` to add them to the manifest.",
-            file=extra[0],
-        )
 
 
 def _read_signature(root: Path) -> bytes | None:
