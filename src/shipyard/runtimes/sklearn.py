@@ -86,13 +86,14 @@ class SklearnPredictor(Predictor):
             return {"prediction": np.asarray(self.model.predict(batch))}
         if not self._proba:
             return {"label": np.asarray(self.model.predict(batch))}
-        data = batch if self._transform is None else self._transform.transform(batch)
         if self._argmax and not self._multi_output and self._labels is not None:
-            probabilities = np.asarray(self._final.predict_proba(data))
+            # One call through the whole pipeline: cheaper than transforming separately.
+            probabilities = np.asarray(self.model.predict_proba(batch))
             return {
                 "label": self._labels[probabilities.argmax(axis=1)],
                 "probabilities": probabilities,
             }
+        data = batch if self._transform is None else self._transform.transform(batch)
         return {
             "label": np.asarray(self._final.predict(data)),
             "probabilities": np.asarray(self._final.predict_proba(data)),
