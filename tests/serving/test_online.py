@@ -288,3 +288,11 @@ def test_unicode_and_emoji_in_a_text_field(server: Server):
                         content=b'{"inputs": [{"text": "\xff\xfe"}]}',
                         headers={"content-type": "application/json"})
     assert broken.status_code == 400
+
+
+def test_model_failure_log_line_does_not_quote_the_model_error(server: Server):
+    predict(server, "sleepy", {"inputs": [{"delay": -1.0}]})
+    time.sleep(0.3)
+    text = server.log.read_text(errors="replace")
+    assert "sleepy:1 failed: RuntimeError" in text
+    assert "asked to fail" not in text

@@ -292,7 +292,10 @@ class OnlineApp:
             live.counters.timeouts += 1
         else:
             live.counters.model_failures += 1
-            log.warning("model %s:%s failed: %s", failed.model.name, failed.version, exc)
+            # The exception's text can quote the caller's input (PII): log its type only.
+            cause = type(exc.__cause__).__name__ if exc.__cause__ else type(exc).__name__
+            log.warning("model %s:%s failed: %s (deployment %s)", failed.model.name,
+                        failed.version, cause, live.name)
         fallback = live.spec.serving.fallback
         rows = context.get("rows", 1)
         if fallback.kind == "static" and fallback.value:
