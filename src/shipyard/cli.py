@@ -55,6 +55,24 @@ def emit_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, default=str))
 
 
+def read_yaml_mapping(path: Path) -> dict[str, Any]:
+    """A YAML file that must hold a mapping (a config section), with errors that say where."""
+    import yaml
+
+    from shipyard.errors import ConfigError
+
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"Could not parse {path}: {exc}", hint="Fix the YAML syntax.") from exc
+    if not isinstance(loaded, dict):
+        raise ConfigError(
+            f"Got {type(loaded).__name__} in {path}. Expected a mapping.",
+            hint="Write the section as `key: value` lines (see docs/monitoring.md).",
+        )
+    return loaded
+
+
 @contextmanager
 def progress_bar(label: str, enabled: bool) -> Iterator[Callable[[int, int], None] | None]:
     """A transfer progress bar on stderr, or None when output is for scripts."""
@@ -448,6 +466,14 @@ def audit_verify(ctx: Context, as_json: bool) -> None:
     metavar="error|static:JSON|model:REF",
     help="On timeout or model error: an error, a fixed answer, or another version.",
 )
+@click.option(
+    "--monitoring",
+    "monitoring_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="YAML file with the monitoring config: records, slices, cost, drift, alerts "
+    "(docs/monitoring.md). Kept from the previous revision when not given.",
+)
 @click.option("--reason", default="", help="Why, for the audit log.")
 @click.option("--json", "as_json", is_flag=True, help="Print the revision as JSON.")
 @pass_context
@@ -462,6 +488,7 @@ def deploy(
     max_rows: int | None,
     max_inflight: int | None,
     fallback: str | None,
+    monitoring_file: Path | None,
     reason: str,
     as_json: bool,
 ) -> None:
@@ -484,6 +511,7 @@ def deploy(
             reason=reason,
             serving={k: v for k, v in flags.items() if v is not None},
             fallback=fallback,
+            monitoring=read_yaml_mapping(monitoring_file) if monitoring_file else None,
         )
     if as_json:
         emit_json(revision.to_dict())
@@ -565,10 +593,26 @@ def deployments(ctx: Context, as_json: bool) -> None:
     type=click.IntRange(1, 64),
     help="Processes that share nothing but the registry.",
 )
+@click.option(
+    "--no-monitoring",
+    is_flag=True,
+    help="Turn off metrics, sketches, drift, records and alerts (to measure their cost).",
+)
 @pass_context
-def serve(ctx: Context, names: tuple[str, ...], host: str, port: int, workers: int) -> None:
+def serve(
+    ctx: Context,
+    names: tuple[str, ...],
+    host: str,
+    port: int,
+    workers: int,
+    no_monitoring: bool,
+) -> None:
     """Serve deployments over HTTP (all of them when no NAME is given)."""
     from shipyard.serving.server import serve as run_server
+
+    if no_monitoring:
+        ctx.overrides["monitoring"] = False
+        ctx._settings = None
 
     run_server(
         ctx.settings,
@@ -578,6 +622,103 @@ def serve(ctx: Context, names: tuple[str, ...], host: str, port: int, workers: i
         workers=workers,
         overrides={k: v for k, v in ctx.overrides.items() if v is not None},
     )
+
+
+def fetch_json(url: str, timeout_s: float = 10.0) -> Any:
+    """GET a JSON document from a shipyard server; an unreachable server is a clear error."""
+    import urllib.error
+    import urllib.request
+
+    from shipyard.errors import NotFoundError, UnavailableError
+
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as response:  # noqa: S310 - http(s) only
+            return json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        try:
+            detail = json.loads(exc.read())["error"]
+            message = detail["message"] if isinstance(detail, dict) else str(detail)
+        except (ValueError, KeyError, TypeError):
+            message = f"HTTP {exc.code}"
+        error = NotFoundError if exc.code == 404 else UnavailableError
+        raise error(f"{url}: {message}", hint="Check the deployment name and --url.") from None
+    except (urllib.error.URLError, OSError) as exc:
+        raise UnavailableError(
+            f"No shipyard server answers at {url} ({exc}).",
+            hint="Start one with `shipyard serve`, or pass its address with --url.",
+        ) from None
+
+
+def _server_url(url: str) -> str:
+    if not url.startswith(("http://", "https://")):
+        from shipyard.errors import ConfigError
+
+        raise ConfigError(f"Got --url {url!r}. Expected http://HOST:PORT.", hint="e.g. "
+                          "--url http://127.0.0.1:8000")
+    return url.rstrip("/")
+
+
+def monitor_tables(snap: dict[str, Any]) -> Any:
+    """The terminal view of one deployment's monitor snapshot."""
+    from rich.console import Group
+
+    head = Table(
+        "variant", "version", "role", "weight %", "observed %", "req/s", "errors", "timeouts",
+        "p50 ms", "p99 ms", "drifted fields", title=(
+            f"{snap['deployment']}: revision {snap['rollout']['revision']}"
+        ),
+    )
+    weights = {v["name"]: v for v in snap["rollout"]["variants"]}
+    for variant in snap["variants"]:
+        figures = variant["figures"]
+        drift = variant.get("drift") or {}
+        drifted = [k for k, f in (drift.get("fields") or {}).items() if f.get("drifted")]
+        routed = weights.get(variant["variant"], {})
+        head.add_row(
+            variant["variant"], variant["version"], variant["role"],
+            _cell(routed.get("weight")), _cell(routed.get("observed_share")),
+            _cell(figures.get("request_rate")), _cell(figures.get("error_rate")),
+            _cell(figures.get("timeout_rate")), _cell(figures.get("latency_p50_ms")),
+            _cell(figures.get("latency_p99_ms")),
+            ", ".join(drifted[:6]) or (drift.get("status") or "-"),
+        )
+    alerts = Table("rule", "variant", "state", "value", title="alerts")
+    for alert in snap["alerts"]:
+        alerts.add_row(alert.get("name", ""), alert.get("variant", ""), alert.get("state", ""),
+                       _cell(alert.get("value")))
+    return Group(head, alerts)
+
+
+@cli.command("monitor")
+@click.argument("name")
+@click.option("--url", default="http://127.0.0.1:8000", show_default=True,
+              help="The shipyard server to watch.")
+@click.option("--interval", default=2.0, show_default=True, type=click.FloatRange(0.2, 3600),
+              help="Seconds between refreshes.")
+@click.option("--once", is_flag=True, help="Print one view and exit.")
+@click.option("--json", "as_json", is_flag=True, help="Print one snapshot as JSON and exit.")
+def monitor_cmd(name: str, url: str, interval: float, once: bool, as_json: bool) -> None:
+    """Watch deployment NAME live: traffic, errors, latency, drift and alerts per variant."""
+    import time as clock
+    import urllib.parse
+
+    from rich.live import Live
+
+    endpoint = f"{_server_url(url)}/v1/deployments/{urllib.parse.quote(name, safe='')}/monitor"
+    snap = fetch_json(endpoint)
+    if as_json:
+        emit_json(snap)
+        return
+    if once or not console.is_terminal:
+        console.print(monitor_tables(snap))
+        return
+    with Live(monitor_tables(snap), console=console, auto_refresh=False) as live:
+        try:
+            while True:
+                clock.sleep(interval)
+                live.update(monitor_tables(fetch_json(endpoint)), refresh=True)
+        except KeyboardInterrupt:
+            pass
 
 
 @cli.command()

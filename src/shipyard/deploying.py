@@ -46,13 +46,17 @@ def deploy_model(
     reason: str,
     serving: dict[str, Any],
     fallback: str | None,
+    monitoring: dict[str, Any] | None = None,
 ) -> Revision:
-    """Deploy `model_ref` as the champion of `name`, keeping earlier serving settings."""
+    """Deploy `model_ref` as the champion of `name`, keeping earlier serving and monitoring
+    settings unless new ones are given."""
     previous: dict[str, Any] = {}
     kept: list[dict[str, Any]] = []
+    monitored: dict[str, Any] = {}
     try:
         spec_before = registry.current_revision(name).spec
         previous = spec_before.get("serving", {})
+        monitored = spec_before.get("monitoring", {})
         kept = [v for v in spec_before["variants"] if v.get("role") == "fallback"]
     except NotFoundError:
         pass
@@ -67,7 +71,9 @@ def deploy_model(
             variants.append(
                 {"name": "fallback", "model": fallback_ref, "role": "fallback", "weight": 0}
             )
-    spec = DeploymentSpec.parse({"variants": variants, "serving": config})
+    spec = DeploymentSpec.parse(
+        {"variants": variants, "serving": config, "monitoring": monitoring or monitored}
+    )
     return registry.deploy(name, spec.to_json(), owner=owner, reason=reason or "deploy")
 
 

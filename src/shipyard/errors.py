@@ -144,6 +144,14 @@ class ConflictError(ShipyardError):
     code = "conflict"
 
 
+class GoneError(ShipyardError):
+    """The thing existed but is past its retention."""
+
+    status = 410
+    exit_code = 3
+    code = "gone"
+
+
 class FragileBundleError(ShipyardError):
     status = 422
     exit_code = 5

@@ -67,6 +67,89 @@ class ServingConfig(_Strict):
     fallback: Fallback = Field(default_factory=Fallback, description="On timeout or error.")
 
 
+RedactPolicy = Literal["keep", "hash", "mask", "drop"]
+
+
+class RecordsConfig(_Strict):
+    """Prediction records: which predictions are kept, where, how long, how redacted."""
+
+    sample: float = Field(
+        default=1.0, ge=0, le=1, description="Share of predictions recorded (0 turns it off)."
+    )
+    store: Literal["database", "parquet"] = Field(
+        default="database",
+        description="database: the registry's database; parquet: files under SHIPYARD_HOME.",
+    )
+    retention_days: float = Field(
+        default=30, gt=0, le=3650, description="Records (and their feedback) older are purged."
+    )
+    redact: dict[str, RedactPolicy] = Field(
+        default_factory=dict, description="Input field -> keep, hash, mask or drop."
+    )
+    default_policy: RedactPolicy = Field(
+        default="keep", description="Policy for input fields not named in `redact`."
+    )
+
+
+class CostConfig(_Strict):
+    """A cost model, accumulated as Prometheus counters."""
+
+    per_request: float = Field(default=0.0, ge=0, description="Price of one request.")
+    per_cpu_second: float = Field(default=0.0, ge=0, description="Price of one CPU-second.")
+    currency: str = Field(default="USD", pattern=r"^[A-Z]{3}$", description="ISO 4217 code.")
+
+
+class DriftConfig(_Strict):
+    """Windows and thresholds of drift detection (docs/drift.md explains the defaults)."""
+
+    window_s: float = Field(
+        default=3600, gt=0, le=30 * 86400, description="Length of the drift window, seconds."
+    )
+    slide_s: float = Field(
+        default=300, gt=0, description="Sliding windows move by this much; equal to "
+        "window_s for tumbling windows.",
+    )
+    min_rows: int = Field(default=100, ge=1, description="Rows a window needs before judging.")
+    psi: float = Field(default=0.2, gt=0, description="PSI effect size that counts as drift.")
+    js: float = Field(default=0.1, gt=0, le=1, description="Jensen-Shannon distance (base 2).")
+    ks: float = Field(default=0.1, gt=0, le=1, description="KS statistic (numeric fields).")
+    cramers_v: float = Field(
+        default=0.1, gt=0, le=1, description="Cramer's V of the chi-squared test (categorical)."
+    )
+    alpha: float = Field(
+        default=0.01, gt=0, lt=1, description="Significance the effect must also reach."
+    )
+
+
+class AlertRule(_Strict):
+    """Fire when `metric` compared to `threshold` holds for `for_s` seconds."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$", description="Rule name.")
+    metric: str = Field(
+        min_length=1,
+        max_length=200,
+        description="A figure name, e.g. error_rate, latency_p99_ms, drift.psi.FIELD, accuracy.",
+    )
+    op: Literal[">", ">=", "<", "<="] = Field(default=">", description="Comparison.")
+    threshold: float = Field(description="The value compared against.")
+    for_s: float = Field(default=0, ge=0, description="How long it must hold before firing.")
+    severity: Literal["info", "warning", "critical"] = Field(default="warning")
+    variant: str | None = Field(default=None, description="Only this variant (default: each).")
+
+
+class MonitoringConfig(_Strict):
+    records: RecordsConfig = Field(default_factory=RecordsConfig)
+    slices: list[str] = Field(
+        default_factory=list, description="Input fields whose values split performance."
+    )
+    cost: CostConfig = Field(default_factory=CostConfig)
+    drift: DriftConfig = Field(default_factory=DriftConfig)
+    alerts: list[AlertRule] = Field(default_factory=list)
+    webhook: str | None = Field(
+        default=None, pattern=r"^https?://", description="URL alerts are POSTed to."
+    )
+
+
 class VariantSpec(_Strict):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$", description="Variant name.")
     model: str = Field(description="NAME:VERSION (pinned by the registry at deploy time).")
@@ -78,6 +161,9 @@ class VariantSpec(_Strict):
 class DeploymentSpec(_Strict):
     variants: list[VariantSpec] = Field(min_length=1, description="Model versions served.")
     serving: ServingConfig = Field(default_factory=ServingConfig, description="How.")
+    monitoring: MonitoringConfig = Field(
+        default_factory=MonitoringConfig, description="What is measured and kept."
+    )
 
     @model_validator(mode="after")
     def _weights(self) -> DeploymentSpec:

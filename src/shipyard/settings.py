@@ -82,6 +82,12 @@ class Settings(BaseModel):
         "status, latency) to stderr.",
     )
 
+    monitoring: bool = Field(
+        default=True,
+        description="Measure service and model health in the server: Prometheus metrics, "
+        "sketches, drift, prediction records, alerts, the /ui dashboard.",
+    )
+
     @property
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{self.home / 'registry.db'}"

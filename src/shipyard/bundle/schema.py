@@ -439,6 +439,21 @@ def to_batch(
     )
 
 
+def concat(batches: Sequence[Any]) -> Any:
+    """Concatenate batches of one layout (from `to_batch`) into one batch."""
+    first = batches[0]
+    if len(batches) == 1:
+        return first
+    if isinstance(first, np.ndarray):
+        return np.concatenate(batches)
+    if isinstance(first, pd.DataFrame):
+        return pd.concat(batches, ignore_index=True)
+    merged: list[Any] = []
+    for batch in batches:
+        merged.extend(batch)
+    return merged
+
+
 def _limit(rows: int, max_rows: int | None) -> None:
     if rows == 0:
         raise SchemaError("Got an empty batch.", hint="Send at least one row.", rule="rows")

@@ -29,6 +29,7 @@ class BatchStats:
     batches: int = 0
     rows: int = 0
     largest: int = 0
+    cpu_s: float = 0.0  # CPU time of the worker thread spent in the job (the cost model's base)
     sizes: deque[int] = field(default_factory=lambda: deque(maxlen=1024))
 
     def add(self, rows: int) -> None:
@@ -111,11 +112,13 @@ class Batcher:
             if taken is None:
                 return
             items = [item for item, _, _ in taken]
-            self.stats.add(sum(rows for _, rows, _ in taken))
+            cpu = time.thread_time()
             try:
                 results: Sequence[Any] | BaseException = self.job(items)
             except BaseException as exc:  # noqa: BLE001 - handed to every waiting caller
                 results = exc
+            self.stats.cpu_s += time.thread_time() - cpu
+            self.stats.add(sum(rows for _, rows, _ in taken))
             for index, (_, _, future) in enumerate(taken):
                 outcome = results if isinstance(results, BaseException) else results[index]
                 # A closed loop (shutdown) means nobody is waiting any more.

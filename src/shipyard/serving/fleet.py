@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from shipyard.errors import NotFoundError, ShipyardError
+from shipyard.monitoring.monitor import Monitor, Served
 from shipyard.registry.registry import Registry
 from shipyard.routing import DeploymentSpec, Router
 from shipyard.runtimes.model import load_bundle
@@ -79,9 +80,15 @@ class Fleet:
     """Loads, warms, swaps and closes deployments; `deployments` is read on every request."""
 
     def __init__(
-        self, settings: Settings, names: Sequence[str] = (), *, poll_s: float = 1.0
+        self,
+        settings: Settings,
+        names: Sequence[str] = (),
+        *,
+        poll_s: float = 1.0,
+        monitor: Monitor | None = None,
     ) -> None:
         self.settings = settings
+        self.monitor = monitor
         self.names = list(names)
         self.poll_s = poll_s
         self.deployments: dict[str, LiveDeployment] = {}
@@ -182,7 +189,19 @@ class Fleet:
             for variant in variants.values():
                 variant.close()
             raise
-        return LiveDeployment(name, number, spec, variants, Router(spec, salt=name))
+        live = LiveDeployment(name, number, spec, variants, Router(spec, salt=name))
+        if self.monitor is not None:
+            self.monitor.attach(
+                name,
+                {
+                    v.name: Served(v.role, v.model, v.batcher.stats,
+                                   lambda b=v.batcher: b.queue_depth)  # type: ignore[misc]
+                    for v in variants.values()
+                },
+                spec.monitoring,
+                inflight=lambda: live.inflight,
+            )
+        return live
 
     async def _retire(self, live: LiveDeployment) -> None:
         """Close a replaced revision once its in-flight requests are done (at most 60 s)."""

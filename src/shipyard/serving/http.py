@@ -120,3 +120,25 @@ async def respond(
         }
     )
     await send({"type": "http.response.body", "body": body})
+
+
+def query_float(
+    scope: Scope, name: str, *, default: float | None, low: float, high: float
+) -> float | None:
+    """One numeric query parameter, range-checked; a bad one is the caller's 400."""
+    from urllib.parse import parse_qs
+
+    raw = parse_qs(scope.get("query_string", b"").decode("latin-1")).get(name)
+    if not raw:
+        return default
+    try:
+        value = float(raw[0])
+    except ValueError:
+        value = float("nan")
+    if not low <= value <= high:  # NaN fails both comparisons
+        raise UserError(
+            f"Query parameter {name!r} must be a number from {low:g} to {high:g}.",
+            hint=f"For example ?{name}={low:g}.",
+            field=name,
+        )
+    return value

@@ -8,6 +8,7 @@ access log entry (queued). Every error, at any step, becomes the one JSON error 
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 import os
@@ -29,8 +30,10 @@ from shipyard.errors import (
     UnavailableError,
     UnsupportedMediaTypeError,
 )
+from shipyard.monitoring.monitor import Monitor
+from shipyard.monitoring.snapshot import snapshot
 from shipyard.runtimes.base import Outputs
-from shipyard.serving import native, openapi, v2
+from shipyard.serving import native, openapi, ui, v2
 from shipyard.serving.accesslog import AccessLog
 from shipyard.serving.fleet import Fleet, LiveDeployment
 from shipyard.serving.http import (
@@ -41,6 +44,7 @@ from shipyard.serving.http import (
     header,
     media_type,
     parse_json,
+    query_float,
     read_body,
     respond,
 )
@@ -49,6 +53,7 @@ from shipyard.serving.variant import ModelFailure, Variant
 log = logging.getLogger("shipyard.serving")
 REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
 OCTET = b"application/octet-stream"
+MONITOR_ROUTES = ("monitor", "drift", "alerts", "feedback")
 
 
 @dataclass(frozen=True)
@@ -67,8 +72,10 @@ class OnlineApp:
         *,
         limits: ServerLimits | None = None,
         access_log: AccessLog | None = None,
+        monitor: Monitor | None = None,
     ) -> None:
         self.fleet = fleet
+        self.monitor = monitor
         self.limits = limits or ServerLimits()
         self.access_log = access_log or AccessLog(enabled=False)
         self.inflight = 0
@@ -87,6 +94,8 @@ class OnlineApp:
             if message["type"] == "lifespan.startup":
                 try:
                     await self.fleet.start()
+                    if self.monitor is not None:
+                        self.monitor.start()
                 except Exception as exc:
                     log.exception("startup failed")
                     await send({"type": "lifespan.startup.failed", "message": str(exc)})
@@ -99,6 +108,9 @@ class OnlineApp:
             elif message["type"] == "lifespan.shutdown":
                 self.draining = True
                 await self.fleet.stop()
+                if self.monitor is not None:
+                    # Drains the last second's observations into sketches and records.
+                    await asyncio.to_thread(self.monitor.close)
                 self.access_log.close()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
@@ -144,6 +156,8 @@ class OnlineApp:
             headers.append((b"x-model-version", context["version"].encode()))
             headers.append((b"x-variant", context["variant"].encode()))
         await respond(send, status, body, headers, content_type)
+        if self.monitor is not None:
+            self.monitor.finish(context, request_id, status, time.perf_counter() - started)
         client = scope.get("client")
         self.access_log.record(
             request_id,
@@ -177,6 +191,8 @@ class OnlineApp:
             if len(parts) == 3:
                 _allow(method, "GET")
                 return self._json(self.fleet.get(parts[2]).describe())
+            if len(parts) == 4 and parts[3] in MONITOR_ROUTES:
+                return await self._monitoring(scope, receive, parts[2], parts[3], method, context)
         elif parts[0] == "v2":
             return await self._v2(scope, receive, parts[1:], method, request_id, context)
         elif path in ("/livez", "/readyz"):
@@ -188,6 +204,16 @@ class OnlineApp:
         elif path == "/docs":
             _allow(method, "GET")
             return 200, openapi.DOCS_HTML, b"text/html; charset=utf-8", []
+        elif path == "/metrics":
+            _allow(method, "GET")
+            # Rendering can take milliseconds with many series: keep it off the event loop.
+            body, kind = await asyncio.to_thread(
+                self._monitor().metrics.render, (header(scope, b"accept") or b"").decode("latin-1")
+            )
+            return 200, body, kind.encode(), []
+        elif path in ("/ui", "/ui/"):
+            _allow(method, "GET")
+            return 200, ui.page(), b"text/html; charset=utf-8", []
         raise NotFoundError(
             f"No route {path[:100]!r}.", hint="See /openapi.json for the routes this server offers."
         )
@@ -200,6 +226,49 @@ class OnlineApp:
             return self._json({"live": not self.draining})
         ready = self.fleet.ready and not self.draining
         return self._json({"ready": ready, "failed": self.fleet.failed}, 200 if ready else 503)
+
+    # -- monitoring -------------------------------------------------------------------------
+
+    def _monitor(self) -> Monitor:
+        if self.monitor is None:
+            raise NotFoundError(
+                "Monitoring is off on this server.",
+                hint="Start the server without --no-monitoring (SHIPYARD_MONITORING=true).",
+            )
+        return self.monitor
+
+    async def _monitoring(
+        self,
+        scope: Scope,
+        receive: Receive,
+        name: str,
+        route: str,
+        method: str,
+        context: dict[str, Any],
+    ) -> tuple[int, bytes, bytes, list[Any]]:
+        live = self.fleet.get(name)
+        monitor = self._monitor()
+        if route == "feedback":
+            _allow(method, "POST")
+            context["deployment"] = name
+            if media_type(scope) != JSON:
+                raise UnsupportedMediaTypeError(
+                    "The feedback route takes application/json.",
+                    hint="Send the header Content-Type: application/json.",
+                )
+            body = await read_body(
+                scope, receive, limit=self.limits.max_body_bytes,
+                timeout_s=self.limits.body_timeout_s,
+            )
+            answer = await asyncio.to_thread(monitor.feedback, name, parse_json(body))
+            return self._json(answer, 201)
+        _allow(method, "GET")
+        if route == "monitor":
+            return self._json(snapshot(monitor, live.describe(), time.time()))
+        if route == "alerts":
+            return self._json(monitor.alerts_of(name))
+        window = query_float(scope, "window", default=None, low=1.0, high=30 * 86400.0)
+        return self._json(await asyncio.to_thread(monitor.drift_of, name, window))
 
     # -- native -----------------------------------------------------------------------------
 
@@ -266,13 +335,16 @@ class OnlineApp:
         live.inflight += 1
         live.counters.requests += 1
         try:
+            context["key"] = (live.name, variant.name, variant.version)
             batch = variant.prepare(data)
             context["rows"] = len(batch)
             context["variant"], context["version"] = variant.name, variant.version
             try:
-                return await variant.predict(batch)
+                outputs = await variant.predict(batch)
             except (ModelFailure, TimeoutError) as exc:
-                return await self._fallback(live, variant, data, exc, context)
+                outputs = await self._fallback(live, variant, data, exc, context)
+            context["batch"], context["outputs"] = batch, outputs
+            return outputs
         except ShipyardError:
             live.counters.errors += 1
             raise
@@ -288,6 +360,7 @@ class OnlineApp:
         context: dict[str, Any],
     ) -> Outputs:
         timed_out = isinstance(exc, TimeoutError)
+        context["timeout"] = timed_out
         if timed_out:
             live.counters.timeouts += 1
         else:
@@ -301,11 +374,13 @@ class OnlineApp:
         if fallback.kind == "static" and fallback.value:
             live.counters.fallbacks += 1
             context["variant"] = "fallback"
+            context["fallback"], context["answered_by"] = True, ("fallback", failed.version)
             return {k: np.asarray([v] * rows) for k, v in fallback.value.items()}
         if fallback.kind == "variant" and fallback.variant and fallback.variant != failed.name:
             other = live.variants[fallback.variant]
             live.counters.fallbacks += 1
             context["variant"], context["version"] = other.name, other.version
+            context["fallback"], context["answered_by"] = True, (other.name, other.version)
             try:
                 return await other.predict(other.prepare(data))
             except (ModelFailure, TimeoutError):

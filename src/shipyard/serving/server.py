@@ -10,10 +10,15 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import sys
+import tempfile
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
+from shipyard.monitoring.metrics import MULTIPROC_ENV, prepare_multiprocess
+from shipyard.monitoring.monitor import Monitor
 from shipyard.serving.accesslog import AccessLog
 from shipyard.serving.fleet import Fleet
 from shipyard.serving.online import OnlineApp, ServerLimits
@@ -24,13 +29,25 @@ GRACEFUL_S = 30
 
 
 def build_app(settings: Settings, names: Sequence[str] = ()) -> OnlineApp:
-    fleet = Fleet(settings, names, poll_s=settings.poll_s)
+    monitor = build_monitor(settings) if settings.monitoring else None
+    fleet = Fleet(settings, names, poll_s=settings.poll_s, monitor=monitor)
     limits = ServerLimits(
         max_body_bytes=settings.max_body_bytes,
         body_timeout_s=settings.body_timeout_s,
         max_inflight=settings.max_inflight,
     )
-    return OnlineApp(fleet, limits=limits, access_log=AccessLog(enabled=settings.access_log))
+    return OnlineApp(
+        fleet, limits=limits, access_log=AccessLog(enabled=settings.access_log), monitor=monitor
+    )
+
+
+def build_monitor(settings: Settings) -> Monitor:
+    """The process's monitor: Prometheus series (multi-process mode under --workers N) and
+    prediction records written to the registry's database or Parquet files."""
+    from shipyard.monitoring.metrics import ServiceMetrics
+    from shipyard.monitoring.records import writer_factory
+
+    return Monitor(ServiceMetrics.from_environ(), records=writer_factory(settings))
 
 
 def app_factory() -> OnlineApp:
@@ -77,7 +94,16 @@ def serve(
     os.environ[CONFIG_ENV] = json.dumps(
         {"overrides": overrides or {}, "names": list(names)}, default=str
     )
-    uvicorn.run("shipyard.serving.server:app_factory", factory=True, workers=workers, **options)
+    # Workers write their Prometheus samples to files in a folder of this server's own; the
+    # worker that answers a scrape merges them. uvicorn spawns workers: they inherit the env.
+    metrics_dir = Path(tempfile.mkdtemp(prefix="shipyard-metrics-"))
+    os.environ[MULTIPROC_ENV] = str(prepare_multiprocess(metrics_dir))
+    try:
+        uvicorn.run(
+            "shipyard.serving.server:app_factory", factory=True, workers=workers, **options
+        )
+    finally:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
 class BackgroundServer:

@@ -11,9 +11,8 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
-from shipyard.bundle.schema import check_outputs
+from shipyard.bundle.schema import check_outputs, concat
 from shipyard.errors import SchemaError
 from shipyard.routing import ServingConfig
 from shipyard.runtimes.base import Outputs
@@ -23,21 +22,6 @@ from shipyard.serving.batcher import Batcher
 
 def rows_in(batch: Any) -> int:
     return len(batch)
-
-
-def merge(batches: Sequence[Any]) -> Any:
-    """Concatenate request batches of one layout into one model batch."""
-    first = batches[0]
-    if len(batches) == 1:
-        return first
-    if isinstance(first, np.ndarray):
-        return np.concatenate(batches)
-    if isinstance(first, pd.DataFrame):
-        return pd.concat(batches, ignore_index=True)
-    merged: list[Any] = []
-    for batch in batches:
-        merged.extend(batch)
-    return merged
 
 
 def split(outputs: Outputs, sizes: Sequence[int]) -> list[Outputs]:
@@ -93,7 +77,7 @@ class Variant:
 
     def _run(self, batches: Sequence[Any]) -> list[Outputs | Exception]:
         try:
-            outputs = self._call(merge(batches))
+            outputs = self._call(concat(batches))
         except InputRejected:
             if len(batches) == 1:
                 raise

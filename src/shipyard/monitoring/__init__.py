@@ -1,0 +1,1 @@
+"""Monitoring: service and model health, drift, prediction records, feedback, alerts."""

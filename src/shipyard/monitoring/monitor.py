@@ -1,0 +1,530 @@
+"""The server's monitor: a cheap hook on the hot path, and a flusher thread that does the rest.
+
+Per request the server calls `Monitor.finish`, which bumps a few pre-bound Prometheus children
+and appends one tuple to a deque: about as cheap as monitoring can be. Once a second the
+flusher thread takes everything gathered since and, vectorised over all of it, updates the
+traffic buckets, the sketches of inputs, predictions and confidence, the prediction records,
+batch sizes and cost, resource gauges; every `slide_s` it computes drift, and every few
+seconds it evaluates the alert rules. Figures are kept per variant, i.e. per deployment,
+variant and model version, across revisions: a version served before and after a redeploy
+keeps its history.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from shipyard.bundle.manifest import Schema
+from shipyard.bundle.schema import concat
+from shipyard.errors import NotFoundError, UserError
+from shipyard.monitoring.alerts import AlertEvaluator
+from shipyard.monitoring.drift import DriftReport, drift_report
+from shipyard.monitoring.feedback import Feedback, ImportReport, import_feedback, submit_feedback
+from shipyard.monitoring.metrics import ServiceMetrics, VariantMetrics
+from shipyard.monitoring.performance import performance
+from shipyard.monitoring.records import PredictionRecord, RecordStore, RecordWriter
+from shipyard.monitoring.sketch import ReferenceBins, WindowSketch, sketch_columns
+from shipyard.monitoring.traffic import Traffic
+from shipyard.routing import MonitoringConfig
+from shipyard.runtimes.model import Model
+
+log = logging.getLogger("shipyard.monitoring")
+
+Key = tuple[str, str, str]  # deployment, variant, model version
+WILDCARD = ".*"
+FEEDBACK_FIELDS = frozenset({"request_id", "label", "thumbs", "score", "comment"})
+PERF_EVERY_S = 30.0
+FLUSH_S = 1.0
+ALERT_EVERY_S = 5.0
+ALERT_WINDOW_S = 300.0
+KEEP_DRIFT = 288  # drift evaluations kept for the history plot
+
+
+@dataclass
+class Seen:
+    """One finished request, as the hot path leaves it for the flusher."""
+
+    time: float
+    request_id: str
+    status: int
+    latency_ms: float
+    rows: int
+    batch: Any = None
+    outputs: Mapping[str, Any] | None = None
+    timeout: bool = False
+    fallback: bool = False
+    answered_by: tuple[str, str] | None = None  # (variant, version) when a fallback answered
+
+
+class BatchStats(Protocol):
+    batches: int
+    cpu_s: float
+    sizes: deque[int]
+
+
+@dataclass
+class Served:
+    """What the server hands over for each variant of a revision it is about to serve."""
+
+    role: str
+    model: Model
+    stats: BatchStats | None = None
+    queue_depth: Callable[[], int] | None = None
+
+
+@dataclass
+class VariantMonitor:
+    """Everything measured for one model version in one deployment."""
+
+    key: Key
+    model: Model
+    config: MonitoringConfig
+    metrics: VariantMetrics
+    role: str = "champion"
+    served: Served | None = None
+    inflight: Callable[[], int] | None = None
+    seen: deque[Seen] = field(default_factory=deque)
+    traffic: Traffic = field(default_factory=Traffic)
+    reference: ReferenceBins | None = None
+    buckets: deque[tuple[float, WindowSketch]] = field(default_factory=deque)
+    drift: DriftReport | None = None
+    drift_history: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=KEEP_DRIFT))
+    last_drift: float = 0.0
+    _batches_seen: int = 0
+    _cpu_seen: float = 0.0
+
+    def __post_init__(self) -> None:
+        profile = self.model.manifest.profile
+        self.reference = ReferenceBins.from_profile(profile) if profile is not None else None
+
+    @property
+    def bucket_s(self) -> float:
+        # Sixty buckets per window: windows slide in 1/60 steps, and memory stays bounded.
+        return max(1.0, self.config.drift.window_s / 60)
+
+    def _sketch_for(self, now: float) -> WindowSketch | None:
+        if self.reference is None:
+            return None
+        start = now - now % self.bucket_s
+        if not self.buckets or self.buckets[-1][0] < start:
+            self.buckets.append((start, WindowSketch(self.reference)))
+            horizon = now - self.config.drift.window_s - self.bucket_s
+            while self.buckets and self.buckets[0][0] < horizon:
+                self.buckets.popleft()
+        return self.buckets[-1][1]
+
+    def window(self, now: float, seconds: float | None = None) -> WindowSketch | None:
+        """The merged sketch of the last `seconds` (default: the drift window)."""
+        if self.reference is None:
+            return None
+        seconds = self.config.drift.window_s if seconds is None else seconds
+        merged = WindowSketch(self.reference, start=now - seconds, end=now)
+        for start, sketch in self.buckets:
+            if start > now - seconds - self.bucket_s:
+                merged = merged.merge(sketch)
+        return merged
+
+    def _batches(self) -> None:
+        """Batch sizes and model CPU time since the last flush, from the batcher's stats."""
+        stats = self.served.stats if self.served is not None else None
+        if stats is not None:
+            new = stats.batches - self._batches_seen
+            cpu = stats.cpu_s - self._cpu_seen
+            self._batches_seen, self._cpu_seen = stats.batches, stats.cpu_s
+            sizes = list(stats.sizes)[-new:] if new > 0 else []
+            for rows in sizes:
+                self.metrics.batch(rows, cpu / len(sizes))
+        if self.served is not None and self.served.queue_depth is not None:
+            self.metrics.set_queue_depth(self.served.queue_depth())
+        if self.inflight is not None:
+            self.metrics.set_inflight(self.inflight())
+
+    def flush(self, now: float, records: RecordWriter | None) -> None:
+        self._batches()
+        taken = [self.seen.popleft() for _ in range(len(self.seen))]
+        if not taken:
+            return
+        answered = []
+        for item in taken:
+            self.traffic.add(item.time, item.status, item.latency_ms, timeout=item.timeout,
+                             fallback=item.fallback)
+            if item.outputs is not None and item.answered_by is None:
+                answered.append(item)
+        sketch = self._sketch_for(now)
+        if sketch is not None and answered:
+            try:
+                # One vectorised update over everything since the last flush: per-request
+                # updates would cost a hundred times more.
+                served = [s.outputs for s in answered if s.outputs is not None]
+                outputs = {
+                    name: np.concatenate([np.asarray(o[name]) for o in served])
+                    for name in served[0]
+                }
+                sketch.update(
+                    sketch_columns(self.model.schema, concat([s.batch for s in answered]),
+                                   outputs)
+                )
+            except Exception:
+                log.exception("could not sketch a batch of %s", self.key)
+        if records is not None:
+            deployment, variant, version = self.key
+            for item in taken:
+                if item.outputs is None:
+                    continue
+                served_variant, served_version = item.answered_by or (variant, version)
+                records.submit(PredictionRecord.from_batch(
+                    request_id=item.request_id, time=item.time, deployment=deployment,
+                    variant=served_variant, model=self.model.name, version=served_version,
+                    batch=item.batch, outputs=item.outputs, latency_ms=item.latency_ms,
+                ))
+
+    def report(self, now: float, window_s: float | None = None) -> DriftReport | None:
+        window = self.window(now, window_s)
+        if window is None or self.reference is None:
+            return None
+        return drift_report(self.reference, window, self.config.drift)
+
+    def evaluate_drift(self, now: float) -> DriftReport | None:
+        self.drift = self.report(now)
+        self.last_drift = now
+        if self.drift is None:
+            return None
+        self.drift_history.append({
+            "t": now,
+            "status": self.drift.status,
+            "fields": {
+                key: {"psi": item["psi"], "drifted": item["drifted"]}
+                for key, item in compact(self.drift).items()
+            },
+        })
+        return self.drift
+
+    def figures(self, now: float) -> dict[str, float | None]:
+        """Every figure an alert rule or the rollout controller may name."""
+        figures = self.traffic.figures(now, ALERT_WINDOW_S)
+        if self.drift is not None and self.drift.status != "insufficient_data":
+            fields = compact(self.drift)
+            for role in ("input", "output"):
+                figures[f"drift.{role}s"] = float(
+                    sum(1 for f in fields.values() if f["drifted"] and f["role"] == role)
+                )
+            for key, item in fields.items():
+                for stat in STATISTICS:
+                    if item.get(stat) is not None:
+                        figures[f"drift.{stat}.{key}"] = item[stat]
+                # 1 when the key drifted: rule "drift.input.*" alerts per drifted input.
+                figures[f"drift.{item['role']}.{key}"] = 1.0 if item["drifted"] else 0.0
+        return figures
+
+
+STATISTICS = ("psi", "js", "ks", "cramers_v")
+
+
+def compact(report: DriftReport) -> dict[str, dict[str, Any]]:
+    """Per key: rows, each statistic's value, drifted and why (for figures, the API, plots)."""
+    return {
+        key: {
+            "role": item.role,
+            "rows": item.rows,
+            **{s: item.statistics[s].value if s in item.statistics else None
+               for s in STATISTICS},
+            "drifted": item.drifted,
+            "reason": item.reason,
+        }
+        for key, item in report.fields.items()
+    }
+
+
+def error_class(status: int, context: Mapping[str, Any]) -> str:
+    """The bounded error class of a failed request (never anything the caller sent)."""
+    if status == 429 or context.get("error") in ("overloaded", "unavailable"):
+        return "overloaded"
+    if status < 500:
+        return "bad_input"
+    if context.get("error") == "model_failure":
+        return "timeout" if context.get("timeout") else "model_failure"
+    return "internal"
+
+
+class Monitor:
+    """Server-wide: owns the metrics, the variant monitors, the writer and the flusher."""
+
+    def __init__(
+        self,
+        metrics: ServiceMetrics,
+        *,
+        records: Callable[[str, MonitoringConfig], RecordWriter | None] | None = None,
+        flush_s: float = FLUSH_S,
+    ) -> None:
+        self.metrics = metrics
+        self.variants: dict[Key, VariantMonitor] = {}
+        # Per deployment: rules on one figure, and rules on a family ("drift.psi.*": each
+        # matching figure is judged on its own, its suffix in the alert's `field`).
+        self.alerts: dict[str, tuple[AlertEvaluator, AlertEvaluator]] = {}
+        self._alert_config: dict[str, Any] = {}
+        self._performance: dict[str, tuple[float, dict[str, Any] | None]] = {}
+        self.writers: dict[str, RecordWriter] = {}
+        self._make_writer = records
+        self.flush_s = flush_s
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._last_alerts = 0.0
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="shipyard-monitor", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(10)
+        self.flush()
+        for writer in self.writers.values():
+            writer.close()
+        for evaluators in self.alerts.values():
+            for evaluator in evaluators:
+                evaluator.close()
+
+    def attach(self, deployment: str, variants: Mapping[str, Served],
+               config: MonitoringConfig, inflight: Callable[[], int] | None = None) -> None:
+        """Register the variants of a newly loaded revision (called before it serves)."""
+        with self._lock:
+            for name, served in variants.items():
+                key = (deployment, name, served.model.version)
+                current = self.variants.get(key)
+                if current is None:
+                    current = self.variants[key] = VariantMonitor(
+                        key, served.model, config,
+                        self.metrics.variant(deployment, name, served.model.version, config.cost),
+                    )
+                current.config, current.role, current.served = config, served.role, served
+                current.model, current.inflight = served.model, inflight
+                current._batches_seen = served.stats.batches if served.stats else 0
+                current._cpu_seen = served.stats.cpu_s if served.stats else 0.0
+            wanted = (config.alerts, config.webhook)
+            if self._alert_config.get(deployment) != wanted:
+                # Same rules: keep the evaluators, so pending and firing states carry over.
+                for old in self.alerts.pop(deployment, ()):
+                    old.close()
+                exact = [r for r in config.alerts if not r.metric.endswith(WILDCARD)]
+                pattern = [r for r in config.alerts if r.metric.endswith(WILDCARD)]
+                self.alerts[deployment] = (
+                    AlertEvaluator(exact, webhook=config.webhook),
+                    AlertEvaluator(pattern, webhook=config.webhook),
+                )
+                self._alert_config[deployment] = wanted
+            writer = self.writers.get(deployment)
+            if writer is not None and writer.config.store != config.records.store:
+                # Another store kind needs another writer; the old one drains first.
+                self.writers.pop(deployment).close()
+                writer = None
+            if writer is not None:
+                writer.reconfigure(config.records)
+            elif self._make_writer is not None:
+                made = self._make_writer(deployment, config)
+                if made is not None:
+                    self.writers[deployment] = made
+
+    # -- hot path ----------------------------------------------------------------------------
+
+    def finish(self, context: Mapping[str, Any], request_id: str, status: int,
+               seconds: float) -> None:
+        """One request is answered. Costs a few microseconds; all else is deferred."""
+        key = context.get("key")
+        if key is None:
+            return
+        monitor = self.variants.get(key)
+        if monitor is None:
+            return
+        monitor.metrics.request(status, seconds)
+        if status >= 400:
+            monitor.metrics.error(error_class(status, context))
+        monitor.seen.append(Seen(
+            time.time(), request_id, status, seconds * 1000.0, context.get("rows", 0),
+            context.get("batch"), context.get("outputs"), context.get("timeout", False),
+            context.get("fallback", False), context.get("answered_by"),
+        ))
+
+    # -- the flusher -------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.flush_s):
+            try:
+                self.flush()
+            except Exception:  # the flusher must outlive any one bad batch
+                log.exception("monitor flush failed")
+
+    def flush(self, now: float | None = None) -> None:
+        now = time.time() if now is None else now
+        with self._lock:
+            monitors = list(self.variants.values())
+        for monitor in monitors:
+            monitor.flush(now, self.writers.get(monitor.key[0]))
+            if now - monitor.last_drift >= monitor.config.drift.slide_s:
+                monitor.evaluate_drift(now)
+        self.metrics.update_resources()
+        # Alerts follow the fastest drift window, at most every ALERT_EVERY_S.
+        every = min([ALERT_EVERY_S, *(m.config.drift.slide_s for m in monitors)])
+        if now - self._last_alerts >= every:
+            self._last_alerts = now
+            self.evaluate_alerts(now)
+
+    def evaluate_alerts(self, now: float) -> None:
+        for deployment, (exact, pattern) in list(self.alerts.items()):
+            for monitor in self.for_deployment(deployment):
+                _, variant, version = monitor.key
+                scope = {"deployment": deployment, "variant": variant, "model_version": version}
+                figures = {**monitor.figures(now), **self._labelled_figures(monitor)}
+                exact.evaluate(figures, now, scope)
+                prefixes = {r.metric[: -len(WILDCARD)] + "." for r in pattern.rules}
+                suffixes = {
+                    name[len(prefix):]
+                    for name in figures for prefix in prefixes if name.startswith(prefix)
+                }
+                for suffix in sorted(suffixes):
+                    pattern.evaluate(
+                        {r.metric: figures.get(r.metric[: -len(WILDCARD)] + "." + suffix)
+                         for r in pattern.rules},
+                        now,
+                        {**scope, "field": suffix},
+                    )
+
+    def _labelled_figures(self, monitor: VariantMonitor) -> dict[str, float | None]:
+        """accuracy, f1_macro, rmse... of this version on all its labelled rows, and per
+        slice as `METRIC.FIELD=VALUE`."""
+        try:
+            report = self.performance_of(monitor.key[0])
+        except Exception:
+            log.exception("could not compute performance of %s", monitor.key[0])
+            return {}
+        figures: dict[str, float | None] = {}
+        for cell in (report or {}).get("cells", []):
+            if cell["model"] != monitor.model.name or cell["version"] != monitor.key[2]:
+                continue
+            where = "" if cell["slice"] is None else f".{cell['slice']}={cell['value']}"
+            figures[f"labelled{where}"] = float(cell["n"])
+            for metric, value in cell["metrics"].items():
+                figures[f"{metric}{where}"] = value
+        return figures
+
+    def alerts_of(self, deployment: str) -> dict[str, Any]:
+        """Pending and firing alerts of a deployment, and its latest transitions."""
+        evaluators = self.alerts.get(deployment, ())
+        return {
+            "active": [a for e in evaluators for a in e.active()],
+            "history": sorted((h for e in evaluators for h in e.history),
+                              key=lambda h: h.get("at", 0))[-100:],
+        }
+
+    # -- what the API reads --------------------------------------------------------------------
+
+    def schema_of(self, model: str, version: str) -> Schema | None:
+        with self._lock:
+            for monitor in self.variants.values():
+                if monitor.model.name == model and monitor.model.version == version:
+                    return monitor.model.schema
+        return None
+
+    def _config(self, deployment: str) -> MonitoringConfig:
+        monitors = self.for_deployment(deployment)
+        if not monitors:
+            raise NotFoundError(f"No deployment {deployment!r} is monitored here.",
+                                hint="GET /v1/deployments lists the served deployments.")
+        return monitors[-1].config
+
+    def _store(self, deployment: str) -> RecordStore:
+        writer = self.writers.get(deployment)
+        if writer is None:
+            raise NotFoundError(
+                f"Deployment {deployment!r} keeps no prediction records, so feedback has "
+                "nothing to join.",
+                hint="Set monitoring.records.sample above 0 in the deployment's config.",
+            )
+        if not isinstance(writer.sink, RecordStore):
+            raise NotFoundError(f"Deployment {deployment!r} keeps its records elsewhere.",
+                                hint="Feedback needs the database or Parquet record store.")
+        return writer.sink
+
+    def feedback(self, deployment: str, payload: Any) -> dict[str, Any]:
+        """Store one label or human feedback for a served request (the feedback route)."""
+        if not isinstance(payload, dict) or not isinstance(payload.get("request_id"), str):
+            raise UserError(
+                "Feedback needs a JSON object with a string request_id.",
+                hint='Send {"request_id": "...", "label": ...} or thumbs, score, comment.',
+                field="request_id",
+            )
+        unknown = sorted(set(payload) - FEEDBACK_FIELDS)
+        if unknown:
+            raise UserError(
+                f"Unknown feedback field {unknown[0][:64]!r}.",
+                hint=f"Feedback fields: {', '.join(sorted(FEEDBACK_FIELDS))}.",
+                field=unknown[0][:64],
+            )
+        config = self._config(deployment)
+        store = self._store(deployment)
+        fields = {k: payload.get(k) for k in FEEDBACK_FIELDS if k != "request_id"}
+
+        def submit() -> Feedback:
+            return submit_feedback(
+                store, deployment, payload["request_id"], **fields,
+                retention_days=config.records.retention_days, schema_of=self.schema_of,
+            )
+
+        try:
+            stored = submit()
+        except NotFoundError:
+            # The prediction may be answered but not yet written: flush, then look again.
+            self.flush()
+            self.writers[deployment].flush()
+            stored = submit()
+        return {"stored": True, **asdict(stored)}
+
+    def import_feedback(self, deployment: str, path: Path) -> ImportReport:
+        config = self._config(deployment)
+        return import_feedback(self._store(deployment), deployment, path,
+                               retention_days=config.records.retention_days,
+                               schema_of=self.schema_of)
+
+    def performance_of(self, deployment: str, *, refresh: bool = False) -> dict[str, Any] | None:
+        """Performance per version and slice from labelled records (cached PERF_EVERY_S)."""
+        now = time.time()
+        cached = self._performance.get(deployment)
+        if cached is not None and not refresh and now - cached[0] < PERF_EVERY_S:
+            return cached[1]
+        if deployment not in self.writers:
+            return None
+        config = self._config(deployment)
+        report = performance(self._store(deployment), deployment, slices=config.slices,
+                             schema_of=self.schema_of).to_json()
+        self._performance[deployment] = (now, report)
+        return report
+
+    def drift_of(self, deployment: str, window_s: float | None = None) -> dict[str, Any]:
+        """Drift of every variant over the last `window_s` (default: the configured window)."""
+        now = time.time()
+        self.flush(now)
+        variants = []
+        for monitor in self.for_deployment(deployment):
+            _, variant, version = monitor.key
+            report = monitor.report(now, window_s)
+            variants.append({"variant": variant, "model_version": version,
+                             "report": report.to_json() if report is not None else None})
+        if not variants:
+            self._config(deployment)  # raises the clear 404
+        return {"deployment": deployment, "time": now, "window_s": window_s, "variants": variants}
+
+    def for_deployment(self, deployment: str) -> list[VariantMonitor]:
+        with self._lock:
+            return [m for m in self.variants.values() if m.key[0] == deployment]
