@@ -721,6 +721,137 @@ def monitor_cmd(name: str, url: str, interval: float, once: bool, as_json: bool)
             pass
 
 
+def parse_duration(text: str) -> float:
+    """'90s', '30m', '1h', '2d' or plain seconds -> seconds."""
+    from shipyard.errors import ConfigError
+
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    raw = text.strip().lower()
+    try:
+        value = float(raw[:-1]) * units[raw[-1]] if raw and raw[-1] in units else float(raw)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value <= 366 * 86400:  # NaN fails too
+        raise ConfigError(f"Got window {text[:20]!r}. Expected a duration such as 90s, 30m, "
+                          "1h or 2d.", hint="e.g. --window 1h")
+    return value
+
+
+@cli.command("drift")
+@click.argument("name")
+@click.option("--window", default="1h", show_default=True,
+              help="How far back: 90s, 30m, 1h, 2d.")
+@click.option("--url", default=None,
+              help="Ask a running server (its own sketches) instead of reading the records.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@pass_context
+def drift_cmd(ctx: Context, name: str, window: str, url: str | None, as_json: bool) -> None:
+    """Drift of deployment NAME's inputs and predictions against the reference profile.
+
+    Without --url it reads the prediction records (every worker's traffic); exit code 1 when
+    a field drifted, 0 otherwise, so scripts can act on it.
+    """
+    import urllib.parse
+
+    seconds = parse_duration(window)
+    report: dict[str, Any]
+    if url:
+        quoted = urllib.parse.quote(name, safe="")
+        served = fetch_json(f"{_server_url(url)}/v1/deployments/{quoted}/drift?window={seconds}")
+        report = {
+            "deployment": name,
+            "window_s": seconds,
+            "variants": [
+                {"variant": v["variant"], "model_version": v["model_version"],
+                 **_server_report(v["report"])}
+                for v in served["variants"]
+            ],
+        }
+    else:
+        from shipyard.monitoring.offline import drift_from_records
+
+        with ctx.registry() as registry:
+            report = drift_from_records(registry, name, window_s=seconds)
+    if as_json:
+        emit_json(report)
+    else:
+        print_drift(report)
+    if any(v.get("drifted") for v in report["variants"]):
+        raise SystemExit(1)
+
+
+def _server_report(report: dict[str, Any] | None) -> dict[str, Any]:
+    if report is None:
+        return {"status": "no_reference", "drifted": [], "fields": {}}
+    fields = {
+        key: {"role": f["role"], "rows": f["rows"], "drifted": f["drifted"],
+              "reason": f["reason"],
+              **{s: (f["statistics"].get(s) or {}).get("value")
+                 for s in ("psi", "js", "ks", "cramers_v")}}
+        for key, f in report["fields"].items()
+    }
+    return {"status": report["status"], "rows": report["rows"],
+            "drifted": report["drifted"], "fields": fields}
+
+
+def print_drift(report: dict[str, Any]) -> None:
+    if not report["variants"]:
+        console.print(f"{report['deployment']}: no predictions in the last "
+                      f"{report['window_s']:g}s.")
+        return
+    for variant in report["variants"]:
+        table = Table("field", "role", "rows", "PSI", "JS", "KS", "Cramer's V", "drift", "why",
+                      title=f"{report['deployment']} {variant['variant']} "
+                            f"({variant['model_version']}): {variant['status']}")
+        rows = sorted(variant["fields"].items(), key=lambda kv: (not kv[1]["drifted"], kv[0]))
+        for key, field in rows:
+            table.add_row(key, field["role"], _cell(field["rows"]), _cell(field["psi"]),
+                          _cell(field["js"]), _cell(field["ks"]), _cell(field["cramers_v"]),
+                          "[red]yes[/red]" if field["drifted"] else "no", field["reason"])
+        console.print(table)
+
+
+@cli.group()
+def feedback() -> None:
+    """Labels and human feedback for served predictions."""
+
+
+@feedback.command("import")
+@click.argument("name")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the import report as JSON.")
+@pass_context
+def feedback_import(ctx: Context, name: str, path: Path, as_json: bool) -> None:
+    """Import labels or feedback for deployment NAME from a CSV, JSON-lines or Parquet file.
+
+    Columns: request_id and any of label, thumbs, score, comment. Good rows are stored, bad
+    ones reported; the exit code is 1 when any row failed.
+    """
+    from shipyard.bundle.manifest import Manifest, Schema
+    from shipyard.monitoring.feedback import import_feedback
+    from shipyard.monitoring.records import RecordStore
+    from shipyard.routing import DeploymentSpec
+
+    with ctx.registry() as registry:
+        config = DeploymentSpec.parse(registry.current_revision(name).spec).monitoring
+
+        def schema_of(model: str, version: str) -> Schema | None:
+            record = registry.resolve(f"{model}:{version}")
+            return Manifest.from_text(record.manifest_yaml).schema_
+
+        store = RecordStore.for_config(registry.database, config.records, ctx.settings.home)
+        report = import_feedback(store, name, path, retention_days=config.records.retention_days,
+                                 schema_of=schema_of)
+    if as_json:
+        emit_json(report.to_dict())
+    else:
+        console.print(f"{report.written} of {report.rows} rows stored, {report.failed} failed.")
+        for error in report.errors[:10]:
+            console.print(f"  row {error.get('row')}: {error.get('message')}")
+    if report.failed:
+        raise SystemExit(1)
+
+
 @cli.command()
 @click.option(
     "--home",
