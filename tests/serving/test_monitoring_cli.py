@@ -90,7 +90,8 @@ def test_feedback_import_stores_good_rows_and_reports_bad_ones(
     ids = served_ids(server, models.X[300:310].tolist(), f"imp-{uuid.uuid4().hex[:6]}")
     wait_for_records(server.home, 0)
     time.sleep(1.5)  # the writer's flush
-    lines = [{"request_id": i, "label": int(y)} for i, y in zip(ids, models.y[300:310], strict=True)]
+    labels = models.y[300:310]
+    lines = [{"request_id": i, "label": int(y)} for i, y in zip(ids, labels, strict=True)]
     lines.append({"request_id": "never-served", "label": 1})
     lines.append({"request_id": ids[0], "label": "not-a-class"})
     path = tmp_path / "labels.jsonl"

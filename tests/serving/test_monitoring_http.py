@@ -14,7 +14,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from serving_harness import Models, Server
 
 
-def predict(server: Server, rows: list[list[float]], request_id: str | None = None) -> httpx.Response:
+def predict(
+    server: Server, rows: list[list[float]], request_id: str | None = None
+) -> httpx.Response:
     headers = {"x-request-id": request_id} if request_id else {}
     response = httpx.post(f"{server.url}/v1/deployments/cancer/predict",
                           json={"inputs": rows}, headers=headers, timeout=30)
