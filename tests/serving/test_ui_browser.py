@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import httpx
 import pytest
@@ -25,7 +25,7 @@ SCREENSHOT = Path(os.environ.get("SHIPYARD_UI_SCREENSHOT", "/tmp/ui.png"))
 WAIT_MS = 8000  # the page refreshes every 5 s; the first render comes at once
 
 
-def _missing(reason: str) -> None:
+def _missing(reason: str) -> NoReturn:
     message = f"{reason} The browser test of /ui needs Playwright and a Chromium."
     if os.environ.get("CI") == "true":
         pytest.fail(message, pytrace=False)
@@ -104,7 +104,7 @@ def eventually(check: Callable[[], Any], timeout_s: float = 10.0) -> Any:
 def monitor(server: Server, name: str) -> dict[str, Any]:
     response = httpx.get(f"{server.url}/v1/deployments/{name}/monitor", timeout=30)
     assert response.status_code == 200, response.text
-    return response.json()  # type: ignore[no-any-return]
+    return response.json()
 
 
 def send_traffic(server: Server, models: Models) -> None:
@@ -152,7 +152,7 @@ def column(opened: Any, section: str, header: str) -> list[str]:
              return at < 0 ? [] : rows.slice(1).map((tr) => tr.children[at].textContent);
            }""",
         [section, header],
-    )  # type: ignore[no-any-return]
+    )
 
 
 def bad_svg(opened: Any) -> list[str]:
@@ -162,7 +162,7 @@ def bad_svg(opened: Any) -> list[str]:
              ...[...node.attributes].map((a) => `${a.name}=${a.value}`),
              ...(node.tagName === 'text' ? [node.textContent] : [])])
            .filter((s) => /NaN|Infinity|undefined/.test(s))"""
-    )  # type: ignore[no-any-return]
+    )
 
 
 def assert_clean(problems: Problems) -> None:
@@ -173,7 +173,7 @@ def assert_clean(problems: Problems) -> None:
 
 def test_dashboard_draws_the_servers_data_without_errors(
     server: Server, models: Models, page: tuple[Any, Problems]
-):
+) -> None:
     opened, problems = page
     send_traffic(server, models)
     opened.goto(f"{server.url}/ui?deployment=cancer")
@@ -242,7 +242,7 @@ def test_dashboard_draws_the_servers_data_without_errors(
 
 def test_dashboard_shows_an_error_banner_when_the_server_fails(
     server: Server, page: tuple[Any, Problems]
-):
+) -> None:
     opened, problems = page
     failing = f"{server.url}/v1/deployments/cancer/monitor"
     opened.route(failing, lambda route: route.fulfill(
@@ -281,7 +281,7 @@ def test_dashboard_shows_an_error_banner_when_the_server_fails(
 
 def test_slice_table_draws_the_rows_the_snapshot_makes(
     server: Server, models: Models, page: tuple[Any, Problems]
-):
+) -> None:
     """The server caches performance for 30 s, so labels sent now may not show yet: here the
     real snapshot gets slice rows made by the server's own code from a report of its own
     classes, so the page is held to the field names the server really sends."""

@@ -493,6 +493,7 @@ class Monitor:
             self.flush()
             self.writers[deployment].flush()
             stored = submit()
+        self._performance.pop(deployment, None)  # the next reader sees the new label
         return {"stored": True, **asdict(stored)}
 
     def import_feedback(self, deployment: str, path: Path) -> ImportReport:
