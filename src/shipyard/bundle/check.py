@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from shipyard.bundle import files
 from shipyard.bundle.manifest import SIGNATURE_NAME, Manifest
-from shipyard.bundle.profile import expected_keys
+from shipyard.bundle.profile import CONFIDENCE_KEYS, expected_keys
 from shipyard.bundle.scan import check_artifact
 from shipyard.errors import ShipyardError
 
@@ -207,7 +207,8 @@ def _check_schema_and_profile(manifest: Manifest) -> list[Finding]:
     ):
         wanted = {key for spec in specs for key in expected_keys(spec)}
         absent = sorted(wanted - set(profiles))
-        extra = sorted(set(profiles) - wanted)
+        # Confidence is profiled beside probabilities; bundles made before it lack it.
+        extra = sorted(set(profiles) - wanted - set(CONFIDENCE_KEYS))
         if absent or extra:
             parts = ([f"missing {', '.join(absent[:5])}"] if absent else []) + (
                 [f"unknown {', '.join(extra[:5])}"] if extra else []

@@ -29,6 +29,8 @@ BINS = 20
 TOP_CATEGORIES = 100
 MAX_ELEMENTS = 64
 QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
+# A classifier's confidence per row, profiled beside its `probabilities` output.
+CONFIDENCE_KEYS = ("confidence.top", "confidence.margin")
 
 
 def numeric_profile(values: np.ndarray) -> NumericProfile:
@@ -107,4 +109,23 @@ def build_profile(schema: Schema, batch: Any, outputs: Mapping[str, np.ndarray])
     for spec in schema.outputs:
         if spec.name in outputs:
             output_profiles.update(field_profiles(spec, outputs[spec.name]))
+    if "probabilities" in outputs:
+        for key, values in confidence_columns(outputs["probabilities"]).items():
+            output_profiles[key] = numeric_profile(values)
     return Profile(rows=rows, inputs=inputs, outputs=output_profiles)
+
+
+def confidence_columns(probabilities: Any) -> dict[str, np.ndarray]:
+    """Top probability and margin (top minus runner-up) per row."""
+    p = np.asarray(probabilities, dtype=np.float64)
+    if p.size == 0:
+        empty = np.empty(0, dtype=np.float64)
+        return {CONFIDENCE_KEYS[0]: empty, CONFIDENCE_KEYS[1]: empty}
+    if p.ndim == 1 or (p.ndim == 2 and p.shape[1] == 1):
+        p = p.reshape(-1, 1)
+        p = np.hstack([1.0 - p, p])  # one column: the positive class of a binary classifier
+    p = p.reshape(len(p), -1)
+    ordered = np.partition(p, p.shape[1] - 2, axis=1) if p.shape[1] > 1 else p
+    top = ordered[:, -1]
+    second = ordered[:, -2] if p.shape[1] > 1 else np.zeros(len(p))
+    return {CONFIDENCE_KEYS[0]: top, CONFIDENCE_KEYS[1]: top - second}

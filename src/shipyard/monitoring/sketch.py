@@ -32,13 +32,12 @@ import pandas as pd
 from datasketches import kll_doubles_sketch
 
 from shipyard.bundle.manifest import CategoricalProfile, FieldSpec, Profile, Schema
-from shipyard.bundle.profile import MAX_ELEMENTS
+from shipyard.bundle.profile import CONFIDENCE_KEYS, MAX_ELEMENTS, confidence_columns
 from shipyard.errors import ConflictError, SchemaError
 
 SKETCH_FORMAT = 1
 KLL_K = 200  # normalised rank error about 1.3%: plenty for dashboards, ~5 kB per key
 OTHER, UNSEEN, NULL = "__other__", "__unseen__", "__null__"
-CONFIDENCE_KEYS = ("confidence.top", "confidence.margin")
 # Confidence lies in [0, 1]; without a reference it is still binned, on fixed edges.
 CONFIDENCE_EDGES = tuple(float(e) for e in np.linspace(0.0, 1.0, 21))
 
@@ -93,7 +92,10 @@ class ReferenceBins:
             fields[name] = _field_bins(name, "output", prof)
         if any(_is_probability(k) for k in profile.outputs):
             for name in CONFIDENCE_KEYS:
-                fields[name] = FieldBins(name, "output", "numeric", edges=CONFIDENCE_EDGES)
+                # Bundles packaged before confidence was profiled: fixed bins, no reference.
+                fields.setdefault(
+                    name, FieldBins(name, "output", "numeric", edges=CONFIDENCE_EDGES)
+                )
         return cls(fields=fields, rows=profile.rows)
 
     @cached_property
@@ -357,19 +359,3 @@ def _field_columns(spec: FieldSpec, values: Any) -> dict[str, np.ndarray]:
         flat = array.reshape(len(array), -1)
         return {f"{spec.name}[{i}]": flat[:, i] for i in range(elements)}
     return {spec.name: array.ravel()}
-
-
-def confidence_columns(probabilities: Any) -> dict[str, np.ndarray]:
-    """Top probability and margin (top minus runner-up) per row."""
-    p = np.asarray(probabilities, dtype=np.float64)
-    if p.size == 0:
-        empty = np.empty(0, dtype=np.float64)
-        return {CONFIDENCE_KEYS[0]: empty, CONFIDENCE_KEYS[1]: empty}
-    if p.ndim == 1 or (p.ndim == 2 and p.shape[1] == 1):
-        p = p.reshape(-1, 1)
-        p = np.hstack([1.0 - p, p])  # one column: the positive class of a binary classifier
-    p = p.reshape(len(p), -1)
-    ordered = np.partition(p, p.shape[1] - 2, axis=1) if p.shape[1] > 1 else p
-    top = ordered[:, -1]
-    second = ordered[:, -2] if p.shape[1] > 1 else np.zeros(len(p))
-    return {CONFIDENCE_KEYS[0]: top, CONFIDENCE_KEYS[1]: top - second}
