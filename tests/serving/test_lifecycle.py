@@ -144,3 +144,30 @@ def test_sigterm_drains_in_flight_requests(models: Models, tmp_path: Path):
     assert results and results[0].status_code == 200, results
     assert results[0].json()["predictions"] == [3.0]
     assert code in (0, -signal.SIGTERM)
+
+
+def test_metrics_add_up_across_workers(models: Models, tmp_path: Path):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    home = _private_home(models, tmp_path)
+    server = start_server(home, "cancer", "--workers", "2")
+    try:
+        body = {"inputs": [{"input": models.X[0].tolist()}]}
+        for _ in range(60):  # a new connection each: the kernel spreads them over workers
+            assert httpx.post(f"{server.url}/v1/deployments/cancer/predict",
+                              json=body).status_code == 200
+        text = httpx.get(f"{server.url}/metrics").text
+        answered = 0.0
+        pids = set()
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if (sample.name == "shipyard_requests_total"
+                        and sample.labels.get("deployment") == "cancer"
+                        and sample.labels.get("code") == "2xx"):
+                    answered += sample.value
+                if sample.name == "shipyard_process_resident_memory_bytes":
+                    pids.add(sample.labels.get("pid"))
+        assert answered == 60  # every worker's requests, counted once
+        assert len(pids) >= 2, pids  # one memory series per live worker
+    finally:
+        server.stop()

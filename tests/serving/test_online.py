@@ -247,6 +247,12 @@ def test_timeout_uses_the_static_fallback_and_is_counted(server: Server):
     assert after["fallbacks"] == before["fallbacks"] + 2
     ok = predict(server, "sleepy", {"inputs": [{"delay": 0.0}]})
     assert ok.json()["predictions"] == [0.0]
+    # Prometheus sees them too, on the version that timed out.
+    metrics = httpx.get(f"{server.url}/metrics").text
+    for family in ("shipyard_timeouts_total", "shipyard_fallbacks_total"):
+        lines = [line for line in metrics.splitlines()
+                 if line.startswith(family + "{") and 'deployment="sleepy"' in line]
+        assert lines and float(lines[0].rsplit(" ", 1)[1]) >= 1, family
 
 
 def test_overload_answers_429_with_retry_after_and_stays_responsive(server: Server):

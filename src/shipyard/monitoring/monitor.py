@@ -354,7 +354,11 @@ class Monitor:
             return
         monitor.metrics.request(status, seconds)
         if status >= 400:
-            monitor.metrics.error(error_class(status, context))
+            monitor.metrics.error(error_class(status, context))  # a timeout counts as one
+        elif context.get("timeout"):
+            monitor.metrics.timeout()  # timed out, then the fallback answered
+        if context.get("fallback"):
+            monitor.metrics.fallback()
         monitor.seen.append(Seen(
             time.time(), request_id, status, seconds * 1000.0, context.get("rows", 0),
             context.get("batch"), context.get("outputs"), context.get("timeout", False),
