@@ -829,7 +829,7 @@ def feedback_import(ctx: Context, name: str, path: Path, as_json: bool) -> None:
     """
     from shipyard.bundle.manifest import Manifest, Schema
     from shipyard.monitoring.feedback import import_feedback
-    from shipyard.monitoring.records import RecordStore
+    from shipyard.monitoring.recordstore import RecordStore
     from shipyard.routing import DeploymentSpec
 
     with ctx.registry() as registry:

@@ -18,7 +18,8 @@ import pytest
 from shipyard.bundle.manifest import FieldSpec, Schema
 from shipyard.errors import ConflictError, GoneError, NotFoundError, SchemaError, UserError
 from shipyard.monitoring.feedback import import_feedback, label_spec, submit_feedback
-from shipyard.monitoring.records import PredictionRecord, RecordStore, RecordWriter
+from shipyard.monitoring.records import PredictionRecord, RecordWriter
+from shipyard.monitoring.recordstore import RecordStore
 from shipyard.registry.database import Database
 from shipyard.routing import RecordsConfig
 

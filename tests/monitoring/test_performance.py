@@ -18,7 +18,8 @@ from sklearn.preprocessing import StandardScaler
 from shipyard.bundle.manifest import FieldSpec, Schema
 from shipyard.monitoring.feedback import submit_feedback
 from shipyard.monitoring.performance import measure, performance
-from shipyard.monitoring.records import PredictionRecord, RecordStore, RecordWriter
+from shipyard.monitoring.records import PredictionRecord, RecordWriter
+from shipyard.monitoring.recordstore import RecordStore
 from shipyard.registry.database import Database
 from shipyard.routing import RecordsConfig
 

@@ -22,10 +22,10 @@ import pytest
 
 from shipyard.monitoring.records import (
     PredictionRecord,
-    RecordStore,
     RecordWriter,
     writer_factory,
 )
+from shipyard.monitoring.recordstore import RecordStore
 from shipyard.registry.database import Database
 from shipyard.routing import MonitoringConfig, RecordsConfig
 from shipyard.settings import Settings
@@ -338,7 +338,8 @@ def test_parquet_files_are_never_half_written_when_the_process_is_killed(tmp_pat
     script = textwrap.dedent(f"""
         import time, numpy as np, pandas as pd
         from pathlib import Path
-        from shipyard.monitoring.records import PredictionRecord, RecordStore, RecordWriter
+        from shipyard.monitoring.records import PredictionRecord, RecordWriter
+        from shipyard.monitoring.recordstore import RecordStore
         from shipyard.registry.database import Database
         from shipyard.routing import RecordsConfig
         store = RecordStore(Database("sqlite:///{tmp_path}/r.db", timeout_s=5),

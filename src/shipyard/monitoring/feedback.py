@@ -35,7 +35,8 @@ from shipyard.errors import (
     ShipyardError,
     UserError,
 )
-from shipyard.monitoring.records import PredictionRecord, RecordStore, feedback_table
+from shipyard.monitoring.records import PredictionRecord
+from shipyard.monitoring.recordstore import RecordStore, feedback_table
 
 SchemaLookup = Callable[[str, str], Schema | None]  # (model, version) -> output schema
 LABEL_OUTPUTS = ("label", "prediction")

@@ -31,7 +31,8 @@ from shipyard.monitoring.drift import DriftReport, drift_report
 from shipyard.monitoring.feedback import Feedback, ImportReport, import_feedback, submit_feedback
 from shipyard.monitoring.metrics import ServiceMetrics, VariantMetrics
 from shipyard.monitoring.performance import performance
-from shipyard.monitoring.records import PredictionRecord, RecordStore, RecordWriter
+from shipyard.monitoring.records import PredictionRecord, RecordWriter
+from shipyard.monitoring.recordstore import RecordStore
 from shipyard.monitoring.sketch import ReferenceBins, WindowSketch, sketch_columns
 from shipyard.monitoring.traffic import Traffic
 from shipyard.routing import MonitoringConfig

@@ -16,7 +16,7 @@ import pandas as pd
 from shipyard.bundle.manifest import Manifest, Schema
 from shipyard.monitoring.drift import drift_frame
 from shipyard.monitoring.monitor import compact
-from shipyard.monitoring.records import RecordStore, split_frame
+from shipyard.monitoring.recordstore import RecordStore, split_frame
 from shipyard.registry.registry import Registry
 from shipyard.routing import DeploymentSpec, MonitoringConfig
 

@@ -26,7 +26,7 @@ import pandas as pd
 
 from shipyard.bundle.manifest import Schema
 from shipyard.monitoring.feedback import label_spec
-from shipyard.monitoring.records import RecordStore
+from shipyard.monitoring.recordstore import RecordStore
 
 Kind = Literal["classification", "regression"]
 SchemaLookup = Callable[[str, str], Schema | None]
