@@ -150,6 +150,20 @@ class MonitoringConfig(_Strict):
     )
 
 
+class RoutingConfig(_Strict):
+    """Where a request's sticky key comes from: the same key always gets the same variant."""
+
+    sticky_key: str | None = Field(
+        default=None,
+        pattern=r"^(header|field):[A-Za-z0-9_.-]{1,64}$",
+        description="header:NAME or field:NAME (an input field, first row); default: the "
+        "x-shipyard-key header, else the request id (not sticky).",
+    )
+    require_key: bool = Field(
+        default=False, description="Refuse (400) a request without its sticky key (A/B tests)."
+    )
+
+
 class VariantSpec(_Strict):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$", description="Variant name.")
     model: str = Field(description="NAME:VERSION (pinned by the registry at deploy time).")
@@ -163,6 +177,9 @@ class DeploymentSpec(_Strict):
     serving: ServingConfig = Field(default_factory=ServingConfig, description="How.")
     monitoring: MonitoringConfig = Field(
         default_factory=MonitoringConfig, description="What is measured and kept."
+    )
+    routing: RoutingConfig = Field(
+        default_factory=RoutingConfig, description="Sticky assignment of requests to variants."
     )
 
     @model_validator(mode="after")
@@ -202,7 +219,13 @@ def bucket(key: str, salt: str = "") -> float:
 
 
 class Router:
-    """Chooses the answering variant for a request and the shadows that also see it."""
+    """Chooses the answering variant for a request and the shadows that also see it.
+
+    Each live variant owns a slice of [0, 100) in spec order (champion first, candidates
+    after it), and a key's bucket picks the slice. Raising the last variant's weight only
+    moves the boundary down: keys already on it stay on it (monotone ramping), and keys are
+    never reshuffled between other variants.
+    """
 
     def __init__(self, spec: DeploymentSpec, salt: str = "") -> None:
         self.salt = salt

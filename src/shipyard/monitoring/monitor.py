@@ -25,7 +25,7 @@ import numpy as np
 
 from shipyard.bundle.manifest import Schema
 from shipyard.bundle.schema import concat
-from shipyard.errors import NotFoundError, UserError
+from shipyard.errors import NotFoundError, ShipyardError, UserError
 from shipyard.monitoring.alerts import AlertEvaluator
 from shipyard.monitoring.drift import DriftReport, drift_report
 from shipyard.monitoring.feedback import Feedback, ImportReport, import_feedback, submit_feedback
@@ -64,6 +64,69 @@ class Seen:
     timeout: bool = False
     fallback: bool = False
     answered_by: tuple[str, str] | None = None  # (variant, version) when a fallback answered
+
+
+MAX_CLASSES = 50  # confusion matrices keep at most this many classes; the rest are "other"
+KEEP_DIFFS = 20_000
+
+
+@dataclass
+class PairedStats:
+    """A shadow's answers beside the answers the callers got, on the same requests."""
+
+    primary: tuple[str, str]  # (variant, version) that answered the caller
+    shadow: tuple[str, str]
+    n: int = 0
+    agree: int = 0
+    errors: int = 0
+    kind: str | None = None  # "classes" or "values"
+    confusion: dict[str, dict[str, int]] = field(default_factory=dict)
+    diffs: deque[float] = field(default_factory=lambda: deque(maxlen=KEEP_DIFFS))
+
+    def add(self, primary: Mapping[str, Any], shadow: Mapping[str, Any]) -> None:
+        name = next((k for k in primary if k != "probabilities"), None)
+        if name is None or name not in shadow:
+            return
+        a = np.asarray(primary[name]).ravel()
+        b = np.asarray(shadow[name]).ravel()
+        if a.shape != b.shape:
+            self.errors += 1
+            return
+        classes = a.dtype.kind in "iubOSU" or "probabilities" in primary
+        self.kind = "classes" if classes else "values"
+        self.n += len(a)
+        if classes:
+            self.agree += int(np.sum(a == b))
+            for x, y in zip(a.tolist(), b.tolist(), strict=True):
+                row = self.confusion.setdefault(_cls(x, self.confusion), {})
+                col = _cls(y, row)
+                row[col] = row.get(col, 0) + 1
+        else:
+            diff = b.astype(np.float64) - a.astype(np.float64)
+            self.agree += int(np.sum(np.abs(diff) <= 1e-9 + 1e-6 * np.abs(a.astype(float))))
+            self.diffs.extend(diff[np.isfinite(diff)].tolist())
+
+    def to_json(self) -> dict[str, Any]:
+        diffs = np.asarray(self.diffs, dtype=np.float64)
+        summary = None
+        if self.kind == "values" and diffs.size:
+            p50, p99 = np.percentile(np.abs(diffs), [50, 99])
+            summary = {"mean": float(diffs.mean()), "std": float(diffs.std()),
+                       "p50_abs": float(p50), "p99_abs": float(p99)}
+        return {
+            "primary": {"variant": self.primary[0], "version": self.primary[1]},
+            "shadow": {"variant": self.shadow[0], "version": self.shadow[1]},
+            "n": self.n, "agree": self.agree,
+            "agreement": self.agree / self.n if self.n else None,
+            "errors": self.errors, "kind": self.kind,
+            "confusion": self.confusion if self.kind == "classes" else None,
+            "diffs": summary,
+        }
+
+
+def _cls(value: Any, seen: Mapping[str, Any]) -> str:
+    text = str(value)[:64]
+    return text if text in seen or len(seen) < MAX_CLASSES else "other"
 
 
 class BatchStats(Protocol):
@@ -273,6 +336,9 @@ class Monitor:
         self.alerts: dict[str, tuple[AlertEvaluator, AlertEvaluator]] = {}
         self._alert_config: dict[str, Any] = {}
         self._performance: dict[str, tuple[float, dict[str, Any] | None]] = {}
+        self.pairs: deque[tuple[str, tuple[str, str], tuple[str, str], Mapping[str, Any],
+                                Mapping[str, Any]]] = deque()
+        self.paired: dict[tuple[str, str, str], PairedStats] = {}
         self.writers: dict[str, RecordWriter] = {}
         self._make_writer = records
         self.flush_s = flush_s
@@ -366,6 +432,45 @@ class Monitor:
             context.get("fallback", False), context.get("answered_by"),
         ))
 
+    def shadow_done(self, deployment: str, primary: tuple[str, str], shadow: tuple[str, str],
+                    request_id: str, primary_outputs: Mapping[str, Any],
+                    shadow_outputs: Mapping[str, Any], batch: Any, seconds: float) -> None:
+        """A shadow answered (after the caller's response): compare, sketch and record it."""
+        self.pairs.append((deployment, primary, shadow, primary_outputs, shadow_outputs))
+        monitor = self.variants.get((deployment, *shadow))
+        if monitor is None:
+            return
+        monitor.metrics.request(200, seconds)
+        # Its own record id: the caller's request id names the champion's record.
+        monitor.seen.append(Seen(time.time(), f"{request_id}~{shadow[0]}", 200,
+                                 seconds * 1000.0, 0, batch, shadow_outputs))
+
+    def shadow_failed(self, deployment: str, variant: str, version: str,
+                      exc: BaseException) -> None:
+        monitor = self.variants.get((deployment, variant, version))
+        if monitor is None:
+            return
+        status = 503 if not isinstance(exc, ShipyardError) else exc.status
+        monitor.metrics.request(status, 0.0)
+        monitor.metrics.error(error_class(status, {"timeout": isinstance(exc, TimeoutError),
+                                                   "error": "model_failure"}))
+        monitor.seen.append(Seen(time.time(), "", status, 0.0, 0,
+                                 timeout=isinstance(exc, TimeoutError)))
+
+    def paired_of(self, deployment: str) -> dict[str, dict[str, Any]]:
+        """Agreement of each shadow with the answers callers got, by shadow variant."""
+        return {key[1]: stats.to_json() for key, stats in list(self.paired.items())
+                if key[0] == deployment}
+
+    def _flush_pairs(self) -> None:
+        for _ in range(len(self.pairs)):
+            deployment, primary, shadow, first, second = self.pairs.popleft()
+            key = (deployment, shadow[0], shadow[1])
+            stats = self.paired.get(key)
+            if stats is None or stats.primary != primary:
+                stats = self.paired[key] = PairedStats(primary, shadow)
+            stats.add(first, second)
+
     # -- the flusher -------------------------------------------------------------------------
 
     def _run(self) -> None:
@@ -379,6 +484,7 @@ class Monitor:
         now = time.time() if now is None else now
         with self._lock:
             monitors = list(self.variants.values())
+        self._flush_pairs()
         for monitor in monitors:
             monitor.flush(now, self.writers.get(monitor.key[0]))
             if now - monitor.last_drift >= monitor.config.drift.slide_s:

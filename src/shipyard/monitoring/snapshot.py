@@ -52,6 +52,7 @@ def snapshot(monitor: Monitor, described: Mapping[str, Any], now: float) -> dict
         "variants": variants,
         "alerts": alerts,
         "performance": performance,
+        "paired": monitor.paired_of(name),
     }
 
 

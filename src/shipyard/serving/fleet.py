@@ -5,12 +5,17 @@ the registry's change token; when a deployment gets a new revision, its models a
 warmed in a worker thread while the old revision keeps answering, then the new one replaces
 it in a single assignment (atomic for the event loop), and the old one is closed only after
 its last in-flight request has finished: not one request fails during the switch.
+
+The models of the revision a deployment served before stay loaded ("warm"): a rollback to
+it, or a redeploy of a version it had, reuses them with no download, no load and no warm-up,
+so traffic is back on the old version within one registry poll.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,7 +24,7 @@ from shipyard.errors import NotFoundError, ShipyardError
 from shipyard.monitoring.monitor import Monitor, Served
 from shipyard.registry.registry import Registry
 from shipyard.routing import DeploymentSpec, Router
-from shipyard.runtimes.model import load_bundle
+from shipyard.runtimes.model import Model, load_bundle
 from shipyard.serving.variant import Variant
 from shipyard.settings import Settings
 
@@ -97,6 +102,9 @@ class Fleet:
         self._watcher: asyncio.Task[None] | None = None
         self._closing: set[asyncio.Task[None]] = set()
         self._registry: Registry | None = None
+        # Per deployment: the loaded models of the revision it served before, by pinned ref.
+        self._warm: dict[str, dict[str, Model]] = {}
+        self._warm_lock = threading.Lock()  # loads and retirements run on worker threads
 
     @property
     def registry(self) -> Registry:
@@ -130,6 +138,7 @@ class Fleet:
         for live in self.deployments.values():
             await asyncio.to_thread(live.close)
         self.deployments = {}
+        await asyncio.to_thread(self.close_warm)
         if self._registry is not None:
             self._registry.close()
 
@@ -178,13 +187,20 @@ class Fleet:
     def _load(self, name: str, number: int, raw_spec: dict[str, Any]) -> LiveDeployment:
         spec = DeploymentSpec.parse(raw_spec)
         variants: dict[str, Variant] = {}
+        warm = self._warm.get(name, {})
         try:
             for variant_spec in spec.variants:
-                folder = self.registry.fetch(variant_spec.model)
-                model = load_bundle(folder, trusted_keys=self.settings.trusted_keys)
+                key = _model_key(variant_spec.model, variant_spec.version_digest)
+                with self._warm_lock:
+                    model = warm.pop(key, None)
+                reused = model is not None
+                if model is None:
+                    folder = self.registry.fetch(variant_spec.model)
+                    model = load_bundle(folder, trusted_keys=self.settings.trusted_keys)
                 variant = Variant(name, variant_spec.name, variant_spec.role, model, spec.serving)
                 variants[variant_spec.name] = variant
-                variant.warm()
+                if not reused:
+                    variant.warm()
         except BaseException:
             for variant in variants.values():
                 variant.close()
@@ -204,9 +220,37 @@ class Fleet:
         return live
 
     async def _retire(self, live: LiveDeployment) -> None:
-        """Close a replaced revision once its in-flight requests are done (at most 60 s)."""
+        """Stop a replaced revision once its in-flight requests are done (at most 60 s); keep
+        its models warm for a rollback, closing those of the revision before it."""
         for _ in range(6000):
             if live.inflight == 0:
                 break
             await asyncio.sleep(0.01)
-        await asyncio.to_thread(live.close)
+        await asyncio.to_thread(self._keep_warm, live)
+
+    def _keep_warm(self, live: LiveDeployment) -> None:
+        serving = self.deployments.get(live.name)
+        in_use = {id(v.model) for v in serving.variants.values()} if serving else set()
+        kept: dict[str, Model] = {}
+        for variant in live.variants.values():
+            model = variant.release()
+            spec = next(s for s in live.spec.variants if s.name == variant.name)
+            if id(model) not in in_use:
+                kept[_model_key(spec.model, spec.version_digest)] = model
+        with self._warm_lock:
+            stale = self._warm.pop(live.name, {})
+            self._warm[live.name] = kept
+        for model in stale.values():
+            if id(model) not in in_use:
+                model.close()
+
+    def close_warm(self) -> None:
+        with self._warm_lock:
+            warm, self._warm = self._warm, {}
+        for models in warm.values():
+            for model in models.values():
+                model.close()
+
+
+def _model_key(ref: str, digest: str | None) -> str:
+    return f"{ref}@{digest or ''}"

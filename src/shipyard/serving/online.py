@@ -29,6 +29,7 @@ from shipyard.errors import (
     ShipyardError,
     UnavailableError,
     UnsupportedMediaTypeError,
+    UserError,
 )
 from shipyard.monitoring.monitor import Monitor
 from shipyard.monitoring.snapshot import snapshot
@@ -80,6 +81,7 @@ class OnlineApp:
         self.access_log = access_log or AccessLog(enabled=False)
         self.inflight = 0
         self.draining = False
+        self._shadows: set[asyncio.Task[None]] = set()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -158,6 +160,11 @@ class OnlineApp:
         await respond(send, status, body, headers, content_type)
         if self.monitor is not None:
             self.monitor.finish(context, request_id, status, time.perf_counter() - started)
+        if "shadow" in context:
+            # After the response: a shadow never delays the caller and never reaches them.
+            task = asyncio.create_task(self._shadow(request_id, context))
+            self._shadows.add(task)
+            task.add_done_callback(self._shadows.discard)
         client = scope.get("client")
         self.access_log.record(
             request_id,
@@ -291,9 +298,8 @@ class OnlineApp:
             scope, receive, limit=self.limits.max_body_bytes, timeout_s=self.limits.body_timeout_s
         )
         inputs = native.decode(parse_json(body))
-        key = header(scope, b"x-shipyard-key")
         outputs = await self._serve(
-            live, inputs, key.decode("latin-1") if key else request_id, context
+            live, inputs, sticky_key(live, scope, inputs, request_id), context
         )
         return (
             200,
@@ -344,6 +350,8 @@ class OnlineApp:
             except (ModelFailure, TimeoutError) as exc:
                 outputs = await self._fallback(live, variant, data, exc, context)
             context["batch"], context["outputs"] = batch, outputs
+            if live.router.shadows and not context.get("fallback"):
+                context["shadow"] = (live, data, variant)
             return outputs
         except ShipyardError:
             live.counters.errors += 1
@@ -390,6 +398,32 @@ class OnlineApp:
             f"The model {failed.model.name}:{failed.version} {what}.",
             hint="Retry later; the deployment's owner can configure a fallback.",
         )
+
+    async def _shadow(self, request_id: str, context: dict[str, Any]) -> None:
+        """Ask each shadow variant the same question; the monitor compares the answers."""
+        live, data, primary = context["shadow"]
+        live.inflight += 1  # a retiring revision waits for its shadows too
+        try:
+            for name in live.router.shadows:
+                shadow = live.variants[name]
+                started = time.perf_counter()
+                try:
+                    batch = shadow.prepare(data)
+                    outputs = await shadow.predict(batch)
+                except (ShipyardError, ModelFailure, TimeoutError) as exc:
+                    if self.monitor is not None:
+                        self.monitor.shadow_failed(live.name, shadow.name, shadow.version, exc)
+                    continue
+                if self.monitor is not None:
+                    self.monitor.shadow_done(
+                        live.name, (primary.name, primary.version), (shadow.name, shadow.version),
+                        request_id, context["outputs"], outputs, batch,
+                        time.perf_counter() - started,
+                    )
+        except Exception:
+            log.exception("shadow prediction failed for deployment %s", live.name)
+        finally:
+            live.inflight -= 1
 
     # -- Open Inference Protocol V2 ---------------------------------------------------------
 
@@ -479,9 +513,8 @@ class OnlineApp:
         request = v2.decode_request(body, header_length)
         schema = live.champion.model.schema
         data = v2.to_columns(request, schema)
-        key = header(scope, b"x-shipyard-key")
         outputs = await self._serve(
-            live, data, key.decode("latin-1") if key else request.id or request_id, context, version
+            live, data, sticky_key(live, scope, data, request.id or request_id), context, version
         )
         payload, extra = v2.encode_response(
             model_name=live.name,
@@ -506,6 +539,36 @@ def _error_body(scope: Scope, exc: ShipyardError) -> dict[str, Any]:
         inner = body["error"]
         return {"error": str(exc), **{k: v for k, v in inner.items() if k != "message"}}
     return body
+
+
+def sticky_key(live: LiveDeployment, scope: Scope, data: Any, default: str) -> str:
+    """The request's sticky key, from where the deployment's routing config says."""
+    source = live.spec.routing.sticky_key
+    found: Any = None
+    if source is None:
+        raw = header(scope, b"x-shipyard-key")
+        found = raw.decode("latin-1") if raw else None
+    elif source.startswith("header:"):
+        raw = header(scope, source[len("header:"):].lower().encode())
+        found = raw.decode("latin-1") if raw else None
+    else:
+        name = source[len("field:"):]
+        if isinstance(data, dict):
+            column = data.get(name)
+            found = column[0] if isinstance(column, list) and column else column
+        elif isinstance(data, list) and data and isinstance(data[0], dict):
+            found = data[0].get(name)
+    if found is None or found == "":
+        if live.spec.routing.require_key:
+            where = source or "header:x-shipyard-key"
+            raise UserError(
+                f"Deployment {live.name!r} assigns requests by a sticky key ({where}), and "
+                "this request has none.",
+                hint=f"Send it as {where.replace(':', ' ')}.",
+                field=where,
+            )
+        return default
+    return str(found)[:256]
 
 
 def _allow(method: str, expected: str) -> None:

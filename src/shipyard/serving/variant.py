@@ -150,6 +150,10 @@ class Variant:
         if isinstance(result, Exception):
             raise ModelFailure(f"warm-up answer was refused: {result}")
 
-    def close(self) -> None:
+    def release(self) -> Model:
+        """Stop this variant's batcher and hand its loaded model back (to keep it warm)."""
         self.batcher.close()
-        self.model.close()
+        return self.model
+
+    def close(self) -> None:
+        self.release().close()
