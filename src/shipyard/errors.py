@@ -152,6 +152,22 @@ class GoneError(ShipyardError):
     code = "gone"
 
 
+class UnauthorizedError(ShipyardError):
+    """No credentials, or credentials that are not valid (never says which)."""
+
+    status = 401
+    exit_code = 2
+    code = "unauthorized"
+
+
+class ForbiddenError(ShipyardError):
+    """Valid credentials without the permission the action needs."""
+
+    status = 403
+    exit_code = 2
+    code = "forbidden"
+
+
 class FragileBundleError(ShipyardError):
     status = 422
     exit_code = 5
