@@ -65,7 +65,7 @@ def test_the_migrations_create_exactly_the_tables_the_code_describes(
     with Registry.open(fresh_backend_settings) as registry, registry.database.read() as conn:
         context = MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE})
         assert compare_metadata(context, metadata) == []
-        assert context.get_current_revision() == "0001"
+        assert context.get_current_revision() == SCHEMA_HEAD
 
 
 def test_the_migrations_downgrade_to_nothing_and_back(settings: Settings) -> None:

@@ -9,6 +9,7 @@ it commit together or not at all.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -16,8 +17,8 @@ from typing import Any
 from sqlalchemy import Connection
 from sqlalchemy.exc import IntegrityError as DatabaseIntegrityError
 
-from shipyard.errors import ConflictError, FragileBundleError
-from shipyard.registry import audit, catalog, deployments, transfer
+from shipyard.errors import ConflictError, FragileBundleError, UserError
+from shipyard.registry import audit, catalog, deployments, rollouts, transfer
 from shipyard.registry.database import Database
 from shipyard.registry.records import (
     AliasEvent,
@@ -30,6 +31,7 @@ from shipyard.registry.records import (
     VersionRecord,
 )
 from shipyard.registry.refs import check_name, check_version, parse_ref
+from shipyard.registry.rollouts import DecisionRecord, RolloutRecord
 from shipyard.registry.store import Store, open_store
 from shipyard.registry.tables import utcnow
 from shipyard.settings import Settings
@@ -252,6 +254,305 @@ class Registry:
         """A counter that grows whenever any deployment gets a revision; cheap to poll."""
         with self.database.read() as conn:
             return deployments.change_token(conn)
+
+    # Rollouts ---------------------------------------------------------------------------
+
+    def start_rollout(
+        self,
+        name: str,
+        *,
+        strategy: str,
+        plan: dict[str, Any],
+        candidate: str,
+        actor: str | None = None,
+        reason: str = "",
+        spec: dict[str, Any] | None = None,
+    ) -> RolloutRecord:
+        """Start a rollout of `candidate` on deployment `name`, at step 0, running.
+
+        The current revision becomes the baseline (what a rollback re-applies) and the
+        candidate is pinned to NAME:VERSION and its digest. `spec`, when given, is applied as
+        the next revision in the same transaction (e.g. the first canary step), so the
+        rollout and the traffic it causes commit together. ConflictError when the deployment
+        already has an active rollout, even if two starts race.
+        """
+        check_name(name, what="deployment name")
+        who = self._actor(actor)
+        if strategy not in rollouts.STRATEGIES:
+            raise UserError(
+                f"Got {str(strategy)[:40]!r} for a rollout strategy. Expected one of "
+                f"{', '.join(rollouts.STRATEGIES)}.",
+                hint="Set `strategy` in the rollout plan, e.g. strategy: canary.",
+            )
+        plan_text = rollouts.json_text(plan, "the rollout plan", limit=rollouts.PLAN_LIMIT)
+        rollouts.check_text(reason, "the reason", limit=rollouts.TEXT_LIMIT)
+        ref = parse_ref(candidate)
+        try:
+            with self.database.write() as conn:
+                at = utcnow()
+                deployment = rollouts.deployment_id(conn, name)
+                rollouts.check_none_active(conn, deployment, name)
+                baseline = deployments.current(conn, name)
+                version = catalog.resolve(conn, ref)
+                rollout_id = rollouts.insert(
+                    conn,
+                    deployment=deployment,
+                    strategy=strategy,
+                    plan_text=plan_text,
+                    baseline=baseline,
+                    candidate=version,
+                    actor=who,
+                    reason=reason,
+                    at=at,
+                )
+                details: dict[str, Any] = {
+                    "rollout": rollout_id,
+                    "strategy": strategy,
+                    "candidate": version.ref,
+                    "baseline_revision": baseline.number,
+                    "reason": reason,
+                }
+                if spec is not None:
+                    revision = self._apply(conn, name, spec, who, reason, rollout_id, at)
+                    table = rollouts.rollouts_table  # generation stays 1: one new row
+                    conn.execute(
+                        table.update().where(table.c.id == rollout_id).values(revision=revision)
+                    )
+                    details["revision"] = revision
+                self._record(conn, who, "rollout.start", name, details)
+                return rollouts.get(conn, rollout_id)
+        except DatabaseIntegrityError:
+            # The partial unique index decided a race the write lock should have prevented
+            # (a writer outside shipyard): answer as the lock would have.
+            with self.database.read() as conn:
+                current = rollouts.active(conn, name)
+            if current is not None:
+                raise rollouts.already_active(name, current.id, current.status) from None
+            raise
+
+    def active_rollout(self, name: str) -> RolloutRecord | None:
+        """The running or paused rollout of deployment `name`, if any."""
+        check_name(name, what="deployment name")
+        with self.database.read() as conn:
+            return rollouts.active(conn, name)
+
+    def rollouts(self, name: str) -> list[RolloutRecord]:
+        """Every rollout of deployment `name`, oldest first."""
+        check_name(name, what="deployment name")
+        with self.database.read() as conn:
+            return rollouts.history(conn, name)
+
+    def rollout(self, rollout_id: int) -> RolloutRecord:
+        rollouts.check_id(rollout_id)
+        with self.database.read() as conn:
+            return rollouts.get(conn, rollout_id)
+
+    def update_rollout(
+        self,
+        rollout_id: int,
+        *,
+        generation: int,
+        actor: str | None = None,
+        reason: str = "",
+        spec: dict[str, Any] | None = None,
+        **changes: Any,
+    ) -> RolloutRecord:
+        """Change `status`, `step`, `step_started_at`, `state` or `final_reason` atomically.
+
+        Compare-and-set: `generation` must be the one last read, or ConflictError (someone
+        else changed the rollout meanwhile: read it again and decide again). A final status
+        (promoted, rolled_back, aborted, failed) is never left again and needs a reason
+        (`final_reason`, or `reason`); it also ends the lease. `spec`, when given, is applied
+        as the deployment's next revision in the same transaction (a step's new weights, or
+        the baseline's spec for a rollback).
+        """
+        rollouts.check_id(rollout_id)
+        rollouts.check_id(generation, "generation")
+        who = self._actor(actor)
+        rollouts.check_text(reason, "the reason", limit=rollouts.TEXT_LIMIT)
+        if changes.get("status") in rollouts.FINAL_STATUSES and not changes.get("final_reason"):
+            changes["final_reason"] = reason
+        with self.database.write() as conn:
+            at = utcnow()
+            before = rollouts.get(conn, rollout_id)
+            if before.generation != generation:
+                raise rollouts.stale(rollout_id, generation, before.generation)
+            values = rollouts.check_changes(before, changes, at)
+            if not changes and spec is None:
+                raise UserError(
+                    f"Got no change for rollout {rollout_id}. Expected at least one of "
+                    f"{', '.join(rollouts.CHANGEABLE)} or a spec.",
+                    hint="Name what to change, e.g. update_rollout(id, generation=g, step=1).",
+                )
+            details: dict[str, Any] = {"rollout": rollout_id, "reason": reason}
+            if spec is not None:
+                why = reason or str(values.get("final_reason") or "")
+                revision = self._apply(conn, before.deployment, spec, who, why, rollout_id, at)
+                values["revision"] = details["revision"] = revision
+            rollouts.compare_and_set(
+                conn, rollout_id, generation, {**values, "updated_at": at, "updated_by": who}
+            )
+            after = rollouts.get(conn, rollout_id)
+            details.update({"from": before.status, "to": after.status, "step": after.step})
+            if after.final_reason is not None:
+                details["final_reason"] = after.final_reason
+            if after.status != before.status:
+                action = f"rollout.{after.status}"
+            else:
+                action = "rollout.step" if after.step != before.step else "rollout.update"
+            self._record(conn, who, action, before.deployment, details)
+            return after
+
+    def record_decision(
+        self,
+        rollout_id: int,
+        *,
+        rule: str,
+        outcome: str,
+        measured: dict[str, Any] | None = None,
+        samples: dict[str, Any] | None = None,
+        dry_run: bool = False,
+        step: int | None = None,
+        reason: str = "",
+        actor: str | None = None,
+        champion: str | None = None,
+        champion_digest: str | None = None,
+        candidate: str | None = None,
+        candidate_digest: str | None = None,
+        at: datetime | None = None,
+    ) -> DecisionRecord:
+        """Append one decision record (append-only: the database refuses edits).
+
+        `step` defaults to the rollout's current step; champion and candidate (with their
+        digests) default to the ones pinned when the rollout started. Manual outcomes
+        (approve, pause, resume, abort, promote_manual) are audited as well.
+        """
+        rollouts.check_id(rollout_id)
+        who = self._actor(actor)
+        if outcome not in rollouts.OUTCOMES:
+            raise UserError(
+                f"Got {str(outcome)[:40]!r} for a decision outcome. Expected one of "
+                f"{', '.join(rollouts.OUTCOMES)}.",
+                hint="This is a bug in the rollout controller; report it.",
+            )
+        values: dict[str, Any] = {
+            "rule": rollouts.check_text(rule, "the rule name", limit=200, empty=False),
+            "outcome": outcome,
+            "measured": rollouts.json_text(
+                {} if measured is None else measured, "the measured values"
+            ),
+            "samples": rollouts.json_text({} if samples is None else samples, "the sample sizes"),
+            "dry_run": rollouts.check_flag(dry_run, "dry_run"),
+            "actor": who,
+            "reason": rollouts.check_text(reason, "the reason", limit=rollouts.TEXT_LIMIT),
+            "at": rollouts.check_when(at, "the decision time") if at is not None else utcnow(),
+        }
+        with self.database.write() as conn:
+            record = rollouts.get(conn, rollout_id)
+            values["step"] = record.step if step is None else rollouts.check_step(step)
+            values.update(
+                rollouts.pinned_versions(
+                    "champion", champion, champion_digest, record.champion, record.champion_digest
+                )
+            )
+            values.update(
+                rollouts.pinned_versions(
+                    "candidate",
+                    candidate,
+                    candidate_digest,
+                    record.candidate,
+                    record.candidate_digest,
+                )
+            )
+            decision = rollouts.insert_decision(conn, {**values, "rollout_id": rollout_id})
+            if outcome in rollouts.MANUAL_OUTCOMES and not dry_run:
+                details = {"rollout": rollout_id, "decision": decision.id, "reason": reason}
+                self._record(conn, who, f"rollout.{outcome}", record.deployment, details)
+            return decision
+
+    def decisions(self, rollout_id: int, limit: int = 100) -> list[DecisionRecord]:
+        """The newest `limit` decision records of a rollout, newest first."""
+        rollouts.check_id(rollout_id)
+        with self.database.read() as conn:
+            return rollouts.decisions(conn, rollout_id, limit)
+
+    def acquire_lease(
+        self, rollout_id: int, owner: str, ttl_s: float, now: datetime | None = None
+    ) -> bool:
+        """Take or renew the lease on an active rollout; False while another owner's is fresh.
+
+        A controller drives a rollout only while it holds the lease, renewing it well before
+        `ttl_s` runs out. Once a lease expires (its controller died), another may take over.
+        A change of owner bumps the generation: the old owner's pending updates then fail
+        with ConflictError instead of landing late, so re-read the rollout after acquiring.
+        `now` is the caller's clock (injectable for tests); leases compare it with the
+        stored expiry, so controllers' clocks must roughly agree.
+        """
+        rollouts.check_id(rollout_id)
+        rollouts.check_text(owner, "the lease owner", limit=rollouts.ACTOR_LIMIT, empty=False)
+        when = rollouts.check_when(now, "now") if now is not None else utcnow()
+        with self.database.write() as conn:
+            record = rollouts.get(conn, rollout_id)
+            values = rollouts.lease_values(record, owner, ttl_s, when)
+            if values is None:
+                return False
+            if record.lease_owner == owner:
+                update = rollouts.rollouts_table.update()
+                conn.execute(
+                    update.where(rollouts.rollouts_table.c.id == rollout_id).values(**values)
+                )
+                return True
+            rollouts.compare_and_set(conn, rollout_id, record.generation, values)
+            details = {
+                "rollout": rollout_id,
+                "owner": owner,
+                "previous_owner": record.lease_owner,
+                "until": values["lease_until"].isoformat(),
+            }
+            self._record(conn, owner, "rollout.lease", record.deployment, details)
+            return True
+
+    def release_lease(self, rollout_id: int, owner: str) -> bool:
+        """Give the lease up (a controller shutting down cleanly); False if `owner` lacks it."""
+        rollouts.check_id(rollout_id)
+        rollouts.check_text(owner, "the lease owner", limit=rollouts.ACTOR_LIMIT, empty=False)
+        with self.database.write() as conn:
+            record = rollouts.get(conn, rollout_id)
+            if record.lease_owner != owner:
+                return False
+            table = rollouts.rollouts_table
+            conn.execute(
+                table.update()
+                .where(table.c.id == rollout_id)
+                .values(lease_owner=None, lease_until=None)
+            )
+            details = {"rollout": rollout_id, "owner": owner}
+            self._record(conn, owner, "rollout.lease_released", record.deployment, details)
+            return True
+
+    def _apply(
+        self,
+        conn: Connection,
+        name: str,
+        spec: dict[str, Any],
+        actor: str,
+        reason: str,
+        rollout_id: int,
+        at: datetime,
+    ) -> int:
+        """Append `spec` as the deployment's next revision, audited as a deploy."""
+        pinned = deployments.pin_spec(conn, spec)
+        revision = deployments.deploy(
+            conn, name, pinned, owner=actor, actor=actor, reason=reason, at=at
+        )
+        details = {"revision": revision.number, "reason": reason, "rollout": rollout_id}
+        details["models"] = [v["model"] for v in pinned["variants"]]
+        self._record(conn, actor, "deploy", name, details)
+        return revision.number
+
+    def _actor(self, actor: str | None) -> str:
+        who = actor or self.settings.resolved_actor
+        return rollouts.check_text(who, "the actor", limit=rollouts.ACTOR_LIMIT, empty=False)
 
     # Audit ------------------------------------------------------------------------------
 

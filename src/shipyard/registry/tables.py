@@ -15,6 +15,8 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
+    CheckConstraint,
     Column,
     DateTime,
     Dialect,
@@ -28,6 +30,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    text,
 )
 
 # Version table of the migrations; not `alembic_version`, so shipyard can share a PostgreSQL
@@ -169,4 +172,77 @@ revisions = Table(
     Column("actor", ACTOR, nullable=False),
     Column("reason", Text, nullable=False),
     UniqueConstraint("deployment_id", "number", name="uq_revisions_deployment_number"),
+)
+
+# Rollouts (migration 0002). At most one active rollout per deployment, decided by the
+# database itself: two `start`s racing past the write lock (a writer outside shipyard) still
+# cannot both commit. Both dialects take the same partial-index predicate.
+ROLLOUT_STATUSES = ("running", "paused", "promoted", "rolled_back", "aborted", "failed")
+ACTIVE_STATUSES = ("running", "paused")
+ACTIVE_PREDICATE = "status IN ('running', 'paused')"
+
+rollouts = Table(
+    "rollouts",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("deployment_id", Integer, ForeignKey("deployments.id"), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("strategy", String(32), nullable=False),
+    Column("plan", Text, nullable=False),
+    Column("step", Integer, nullable=False),
+    Column("step_started_at", UTCDateTime, nullable=False),
+    # The revision number live when the rollout started: what a rollback re-applies.
+    Column("baseline_revision", Integer, nullable=False),
+    # The newest revision this rollout applied (the baseline until it applies one).
+    Column("revision", Integer, nullable=False),
+    Column("candidate", String(200), nullable=False),
+    Column("candidate_digest", DIGEST, nullable=False),
+    Column("champion", String(200), nullable=True),
+    Column("champion_digest", DIGEST, nullable=True),
+    # The controller's own memory (latched rules, failure counts, approvals), kept here so a
+    # restarted controller continues where the dead one stopped.
+    Column("state", Text, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("created_by", ACTOR, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("updated_by", ACTOR, nullable=False),
+    Column("generation", Integer, nullable=False),
+    Column("lease_owner", ACTOR, nullable=True),
+    Column("lease_until", UTCDateTime, nullable=True),
+    Column("final_reason", Text, nullable=True),
+    CheckConstraint(
+        "status IN ('running', 'paused', 'promoted', 'rolled_back', 'aborted', 'failed')",
+        name="ck_rollouts_status",
+    ),
+    Index(
+        "uq_rollouts_active",
+        "deployment_id",
+        unique=True,
+        sqlite_where=text(ACTIVE_PREDICATE),
+        postgresql_where=text(ACTIVE_PREDICATE),
+    ),
+    Index("ix_rollouts_deployment_id", "deployment_id"),
+)
+
+# Append-only, like the audit log (triggers refuse UPDATE and DELETE).
+rollout_decisions = Table(
+    "rollout_decisions",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("rollout_id", Integer, ForeignKey("rollouts.id"), nullable=False),
+    Column("at", UTCDateTime, nullable=False),
+    Column("step", Integer, nullable=False),
+    Column("rule", String(200), nullable=False),
+    Column("outcome", String(32), nullable=False),
+    Column("measured", Text, nullable=False),
+    Column("samples", Text, nullable=False),
+    Column("dry_run", Boolean, nullable=False),
+    Column("actor", ACTOR, nullable=False),
+    Column("champion", String(200), nullable=True),
+    Column("champion_digest", DIGEST, nullable=True),
+    Column("candidate", String(200), nullable=False),
+    Column("candidate_digest", DIGEST, nullable=True),
+    Column("reason", Text, nullable=False),
+    Index("ix_rollout_decisions_rollout_id", "rollout_id"),
 )
