@@ -11,10 +11,10 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from shipyard.errors import ForbiddenError, UnauthorizedError
     from shipyard.security.authz import PERMISSIONS, authenticate, authorize
     from shipyard.security.jwt import JWTConfig, JWTVerifier, KeySet
     from shipyard.security.keys import KeyRecord, KeyStore, authenticate_key, create_key
-    from shipyard.errors import ForbiddenError, UnauthorizedError
     from shipyard.security.principals import Principal, PrincipalKind, Role
 
 _EXPORTS = {
