@@ -530,14 +530,18 @@ def deploy(
     help="Revision number to restore (default: the one before the current).",
 )
 @click.option("--reason", default="", help="Why, for the audit log.")
+@click.option("--force", is_flag=True,
+              help="Go ahead despite a breaking schema difference (needs --reason).")
 @click.option("--json", "as_json", is_flag=True, help="Print the new revision as JSON.")
 @pass_context
-def rollback(ctx: Context, name: str, to_revision: int | None, reason: str, as_json: bool) -> None:
-    """Re-apply an earlier revision of deployment NAME, in one step."""
-    from shipyard.deploying import rollback as roll_back
+def rollback(ctx: Context, name: str, to_revision: int | None, reason: str, force: bool,
+             as_json: bool) -> None:
+    """Re-apply an earlier revision of deployment NAME in one step (artifact, config and
+    routing), ending an active rollout. No rebuild, no download."""
+    from shipyard.rollout import manage
 
     with ctx.registry() as registry:
-        revision = roll_back(registry, name, to=to_revision, reason=reason)
+        revision = manage.rollback(registry, name, to=to_revision, reason=reason, force=force)
     if as_json:
         emit_json(revision.to_dict())
     else:
@@ -545,6 +549,179 @@ def rollback(ctx: Context, name: str, to_revision: int | None, reason: str, as_j
         console.print(
             f"{name} rolled back: revision {revision.number} serves {models} ({revision.reason})."
         )
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@pass_context
+def history(ctx: Context, name: str, as_json: bool) -> None:
+    """Revisions of deployment NAME: who, when, why, and what each served."""
+    with ctx.registry() as registry:
+        rows = [r.to_dict() for r in registry.revisions(name)]
+    if as_json:
+        emit_json(rows)
+        return
+    table = Table("revision", "when", "who", "models", "why")
+    for row in rows:
+        models = ", ".join(f"{v['model']} ({v.get('role', 'champion')} {v.get('weight', 100):g}%)"
+                           for v in row["spec"]["variants"])
+        table.add_row(str(row["number"]), str(row["created_at"])[:19], row["actor"], models,
+                      row["reason"])
+    console.print(table)
+
+
+@cli.group()
+def rollout() -> None:
+    """Shadow, canary, A/B and champion/challenger rollouts decided by analysis rules."""
+
+
+@rollout.command("start")
+@click.argument("name")
+@click.option("--plan", "plan_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=None, help="A YAML rollout plan (docs/rollouts.md); flags are ignored.")
+@click.option("--strategy", type=click.Choice(["direct", "shadow", "canary", "ab",
+                                               "champion_challenger"]), default=None)
+@click.option("--model", "model_ref", default=None,
+              help="Candidate NAME:VERSION (comma-separated challengers).")
+@click.option("--steps", default=None, help="Candidate traffic per step, e.g. 5,25,50,100.")
+@click.option("--interval", default=None, help="Evaluation cadence, e.g. 30s, 10m.")
+@click.option("--rules", "rules_file", type=click.Path(exists=True, dir_okay=False,
+              path_type=Path), default=None, help="YAML file of analysis rules.")
+@click.option("--ab-key", default=None, help="A/B sticky key: header:NAME or field:NAME.")
+@click.option("--ab-split", default=None, help="A/B arms, e.g. control=50,treatment=50.")
+@click.option("--step-duration", default=None, help="Shortest time per step, e.g. 10m.")
+@click.option("--deadline", default=None, help="Longest time per step, e.g. 24h.")
+@click.option("--on-deadline", type=click.Choice(["promote", "rollback", "abort"]),
+              default=None, help="What happens when a step runs out of time.")
+@click.option("--min-samples", type=int, default=None, help="Requests per step before judging.")
+@click.option("--wait-for-labels", type=int, default=None,
+              help="Labelled predictions per arm before judging.")
+@click.option("--approval", is_flag=True, help="Each step waits for the owner's approval.")
+@click.option("--allow-breaking", is_flag=True,
+              help="Go ahead despite a breaking schema change (needs --reason).")
+@click.option("--reason", default="", help="Why, for the audit log.")
+@click.option("--json", "as_json", is_flag=True, help="Print the rollout as JSON.")
+@pass_context
+def rollout_start(ctx: Context, name: str, plan_file: Path | None, strategy: str | None,
+                  model_ref: str | None, steps: str | None, interval: str | None,
+                  rules_file: Path | None, ab_key: str | None, ab_split: str | None,
+                  step_duration: str | None, deadline: str | None, on_deadline: str | None,
+                  min_samples: int | None, wait_for_labels: int | None, approval: bool,
+                  allow_breaking: bool, reason: str, as_json: bool) -> None:
+    """Start a rollout on deployment NAME; the serving controller takes it from there."""
+    from shipyard.errors import ConfigError
+    from shipyard.rollout import manage
+    from shipyard.rollout.plan import RolloutPlan
+
+    if plan_file is not None:
+        plan = RolloutPlan.from_yaml(plan_file.read_text(encoding="utf-8"))
+    else:
+        if not strategy or not model_ref:
+            raise ConfigError("A rollout needs --strategy and --model (or --plan FILE).",
+                              hint="e.g. --strategy canary --model iris:2 --steps 5,25,100")
+        plan = RolloutPlan.from_flags(
+            strategy=strategy, model=model_ref, steps=steps, interval=interval,
+            rules=rules_file.read_text(encoding="utf-8") if rules_file else None,
+            ab_key=ab_key, ab_split=ab_split, step_duration=step_duration, deadline=deadline,
+            on_deadline=on_deadline, min_samples=min_samples, wait_for_labels=wait_for_labels,
+            approval=approval, allow_breaking=allow_breaking, reason=reason,
+        )
+    with ctx.registry() as registry:
+        record = manage.start(registry, name, plan, reason=reason)
+    if as_json:
+        emit_json(record.to_dict())
+    else:
+        console.print(f"rollout {record.id} of {record.candidate} on {name} started "
+                      f"({record.strategy}, step 1 of {max(1, len(plan.steps))}).")
+
+
+def _rollout_act(action: str, doc: str) -> None:
+    @rollout.command(action, help=doc)
+    @click.argument("name")
+    @click.option("--reason", default="", help="Why, for the audit log.")
+    @click.option("--json", "as_json", is_flag=True, help="Print the rollout as JSON.")
+    @pass_context
+    def command(ctx: Context, name: str, reason: str, as_json: bool) -> None:
+        from shipyard.rollout import manage
+
+        with ctx.registry() as registry:
+            record = getattr(manage, action)(registry, name, reason=reason)
+        if as_json:
+            emit_json(record.to_dict())
+        else:
+            console.print(f"rollout {record.id} on {name}: {record.status}.")
+
+
+for _action, _doc in (
+    ("pause", "Stop evaluating and moving traffic; the current split stays."),
+    ("resume", "Evaluate and move traffic again."),
+    ("approve", "Approve the current step (steps with approval wait for the owner)."),
+    ("promote", "Finish now: the candidate takes all traffic as the champion."),
+    ("abort", "Stop and put the revision from before the rollout back."),
+):
+    _rollout_act(_action, _doc)
+
+
+@rollout.command("status")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@pass_context
+def rollout_status(ctx: Context, name: str, as_json: bool) -> None:
+    """The plan, the current step, configured and observed split, and each rule's latest
+    evaluation."""
+    from shipyard.rollout import manage
+
+    with ctx.registry() as registry:
+        found = manage.status(registry, name)
+    if as_json:
+        emit_json(found)
+        return
+    record = found["rollout"]
+    console.print(f"rollout {record['id']} of {record['candidate']} on {name}: "
+                  f"{record['status']}, {record['strategy']}, step {record['step'] + 1} of "
+                  f"{max(1, len(record['plan'].get('steps') or []))}")
+    console.print(f"  configured split: {found['configured_split']}")
+    console.print(f"  observed split:   {found['observed_split']}")
+    table = Table("rule", "outcome", "at", "why")
+    for row in found["latest"]:
+        table.add_row(row["rule"], row["outcome"], str(row["at"])[:19], row["reason"][:160])
+    console.print(table)
+
+
+@rollout.command("explain")
+@click.argument("name")
+@pass_context
+def rollout_explain(ctx: Context, name: str) -> None:
+    """Why the latest rollout of NAME is where it is (e.g. why it was rolled back)."""
+    from shipyard.rollout import manage
+
+    with ctx.registry() as registry:
+        console.print(manage.why(registry, name))
+
+
+@rollout.command("report")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@pass_context
+def rollout_report(ctx: Context, name: str, as_json: bool) -> None:
+    """Compare A/B arms on the product metrics that arrived as feedback: a peeking-safe
+    test, confidence intervals and a sample-ratio-mismatch check."""
+    from shipyard.rollout.report import ab_report
+
+    with ctx.registry() as registry:
+        found = ab_report(registry, name)
+    if as_json:
+        emit_json(found)
+        return
+    console.print(f"{name}: {found['summary']}")
+    table = Table("metric", "arm", "n", "mean", "difference", "interval", "p (always valid)",
+                  "verdict")
+    for row in found["comparisons"]:
+        table.add_row(row["metric"], row["arm"], _cell(row["n"]), _cell(row["mean"]),
+                      _cell(row["difference"]), row["interval"], _cell(row["p_value"]),
+                      row["verdict"])
+    console.print(table)
 
 
 @cli.command()

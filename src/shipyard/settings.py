@@ -88,6 +88,12 @@ class Settings(BaseModel):
         "sketches, drift, prediction records, alerts, the /ui dashboard.",
     )
 
+    controller: bool = Field(
+        default=True,
+        description="Run the rollout controller in the server: evaluate rollouts of the "
+        "deployments it serves and move their traffic (needs monitoring).",
+    )
+
     @property
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{self.home / 'registry.db'}"

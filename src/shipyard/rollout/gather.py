@@ -50,7 +50,7 @@ def gather(
         watched = by_key.get((deployment, variant, version))
         return _arm(watched, variant, version, digests.get(variant), window_s, now,
                     labelled.get((variant, version), {}),
-                    _outcomes(records, feedback, variant, version))
+                    outcomes(records, feedback, variant, version))
 
     arms = {name: arm(name, version) for name, version in candidates.items()}
     observed = {champion[0]: arms_requests(by_key, deployment, champion, window_s, now)}
@@ -178,7 +178,7 @@ def _feedback(store: RecordStore | None, deployment: str, since: float) -> pd.Da
         return pd.DataFrame()
 
 
-def _outcomes(records: pd.DataFrame, feedback: pd.DataFrame, variant: str,
+def outcomes(records: pd.DataFrame, feedback: pd.DataFrame, variant: str,
               version: str) -> dict[str, Outcome]:
     """Feedback per arm: thumbs (as 1/0), score, and label_correct (1 when the prediction
     matched the label), for peeking-safe A/B comparisons."""

@@ -55,6 +55,7 @@ log = logging.getLogger("shipyard.serving")
 REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
 OCTET = b"application/octet-stream"
 MONITOR_ROUTES = ("monitor", "drift", "alerts", "feedback")
+CONTROL_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -74,9 +75,12 @@ class OnlineApp:
         limits: ServerLimits | None = None,
         access_log: AccessLog | None = None,
         monitor: Monitor | None = None,
+        control: bool = False,
     ) -> None:
         self.fleet = fleet
         self.monitor = monitor
+        self.control = control and monitor is not None
+        self._controller: asyncio.Task[None] | None = None
         self.limits = limits or ServerLimits()
         self.access_log = access_log or AccessLog(enabled=False)
         self.inflight = 0
@@ -98,6 +102,8 @@ class OnlineApp:
                     await self.fleet.start()
                     if self.monitor is not None:
                         self.monitor.start()
+                    if self.control:
+                        self._controller = asyncio.create_task(self._control())
                 except Exception as exc:
                     log.exception("startup failed")
                     await send({"type": "lifespan.startup.failed", "message": str(exc)})
@@ -109,6 +115,8 @@ class OnlineApp:
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 self.draining = True
+                if self._controller is not None:
+                    self._controller.cancel()
                 await self.fleet.stop()
                 if self.monitor is not None:
                     # Drains the last second's observations into sketches and records.
@@ -116,6 +124,21 @@ class OnlineApp:
                 self.access_log.close()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+    async def _control(self) -> None:
+        """Evaluate this server's deployments' rollouts about once a second."""
+        from shipyard.rollout.controller import Controller
+
+        assert self.monitor is not None
+        controller = Controller(self.fleet.registry, self.monitor)
+        while True:
+            await asyncio.sleep(CONTROL_S)
+            try:
+                await asyncio.to_thread(controller.tick, list(self.fleet.deployments))
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("the rollout controller failed a tick")
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()

@@ -37,7 +37,11 @@ def build_app(settings: Settings, names: Sequence[str] = ()) -> OnlineApp:
         max_inflight=settings.max_inflight,
     )
     return OnlineApp(
-        fleet, limits=limits, access_log=AccessLog(enabled=settings.access_log), monitor=monitor
+        fleet,
+        limits=limits,
+        access_log=AccessLog(enabled=settings.access_log),
+        monitor=monitor,
+        control=settings.controller,
     )
 
 

@@ -19,7 +19,10 @@ back raw when its requested output says `binary_data`, or else when the request 
 Decoding trusts nothing: sizes are checked before anything is allocated, shapes and element
 counts are capped (Triton CVE-2026-24146 / -24173), and every error names the tensor and the
 rule broken but never echoes the data. A tensor that breaks a rule is a `SchemaError` (422);
-a malformed envelope is a `UserError` (400).
+a malformed envelope is a `UserError` (400), and so is a document nested deeper than
+`MAX_DEPTH`; a string over `schema.MAX_STRING_CHARS` characters is a `PayloadTooLargeError`
+(413). `schema.to_batch` then judges the values against the model's schema (dtype ranges,
+nulls, categories).
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ import numpy as np
 import orjson
 
 from shipyard.bundle.manifest import FieldSpec, Schema
-from shipyard.bundle.schema import INT_LIMITS
+from shipyard.bundle.schema import INT_LIMITS, check_json_limits
 from shipyard.errors import SchemaError, UserError
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
@@ -42,6 +45,8 @@ MAX_DIMS = 32
 MAX_TENSORS = 128  # inputs, and requested outputs, per request
 MAX_NAME = 128  # also bounds how much of a caller's name an error message repeats
 MAX_ID = 256
+# A request is an object > "inputs" list > tensor object > up to MAX_DIMS nested data lists.
+MAX_DEPTH = MAX_DIMS + 3
 
 DATATYPES: dict[str, np.dtype[Any]] = {
     "BOOL": np.dtype(np.bool_),
@@ -164,6 +169,8 @@ def decode_request(body: bytes, header_length: int | None = None) -> InferReques
         ) from None
     if type(doc) is not dict:
         raise _malformed("json", f"Got a JSON {type(doc).__name__}. Expected an object.")
+    # Nesting (400) and string length (413) before anything walks the document further.
+    check_json_limits(doc, max_depth=MAX_DEPTH)
     inputs = doc.get("inputs")
     if type(inputs) is not list or not 0 < len(inputs) <= MAX_TENSORS:
         got = f"{len(inputs)} inputs" if type(inputs) is list else f"inputs {_clip(inputs)}"
@@ -494,8 +501,12 @@ def _numbers(spec: FieldSpec, tensor: Tensor) -> np.ndarray:
     if limits is not None and kind in "iuf" and data.size:
         # to_batch casts with astype, which wraps silently: refuse here what would wrap.
         low, high = limits
-        above = data >= float(high) + 1 if kind == "f" else data > high
-        if (above | (data < low)).any():
+        if kind == "f":  # compared as doubles: FP16 cannot even hold the limits
+            wide = data.astype(np.float64, copy=False)
+            outside = (wide >= float(high) + 1) | (wide < low)
+        else:
+            outside = (data > high) | (data < low)
+        if outside.any():
             raise _bad(tensor.name, "range", f"a value overflows {spec.dtype}.")
     return data
 
