@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint pytest bench bench-serving clean
+.PHONY: demo test lint pytest bench bench-serving bench-monitoring clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,9 @@ bench: $(STAMP)
 
 bench-serving: $(STAMP)
 	$(PY) bench/serving/run.py
+
+bench-monitoring: $(STAMP)
+	$(PY) bench/monitoring/run.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -114,7 +114,7 @@ def test_a_worse_canary_is_rolled_back_and_a_good_one_promoted(home: Path, tmp_p
         assert found["rollout"]["status"] == "rolled_back", found
         spec = json.loads(cli(home, "deployments", "--json"))
         served = next(d for d in spec if d["name"] == "canaried")["models"]
-        assert served == ["cancer:1"]
+        assert served == ["champion=cancer:1"]
         why = rollout_cli(home, "rollout", "explain", "canaried").stdout
         assert "accuracy" in why and "rolled_back" in why
         history = json.loads(rollout_cli(home, "history", "canaried", "--json").stdout)

@@ -15,10 +15,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 from shipyard.bundle import files
-from shipyard.bundle.manifest import SIGNATURE_NAME, Manifest
+from shipyard.bundle.manifest import MANIFEST_NAME, SIGNATURE_NAME, Manifest
 from shipyard.bundle.profile import CONFIDENCE_KEYS, expected_keys
 from shipyard.bundle.scan import check_artifact
 from shipyard.errors import ShipyardError
+from shipyard.security.pii import DESCRIPTIONS
+from shipyard.security.pii import find as find_pii
 
 Severity = Literal["error", "warning", "info"]
 EXACT_PIN = re.compile(r"^===?[A-Za-z0-9][A-Za-z0-9.+!_-]*$")
@@ -41,6 +43,7 @@ CODES: dict[str, tuple[Severity, str]] = {
     "files-invalid": ("error", "a file is missing, extra, or escapes the bundle"),
     "hash-mismatch": ("error", "a file's sha256 differs from the manifest"),
     "unsafe-artifact": ("error", "an artifact reaches code outside the pickle allowlist"),
+    "secret-in-bundle": ("error", "a bundle file holds what looks like a secret"),
     "missing-owner": ("error", "no owner who answers for the model"),
     "missing-evaluation": ("error", "no evaluation report"),
     "missing-metrics": ("error", "the evaluation report has no metrics"),
@@ -82,6 +85,76 @@ def check_files(folder: Path, manifest: Manifest) -> list[Finding]:
         except ShipyardError as exc:
             found.append(finding("unsafe-artifact", exc.message, exc.hint, entry.path))
     return found
+
+
+SNIFF_BYTES = 8192  # a NUL byte in the first 8 KiB marks a binary file (weights, archives)
+SCAN_CHARS = 1 << 20  # files are scanned in windows of 1 Mi characters ...
+SCAN_OVERLAP = 32 * 1024  # ... overlapping by more than the longest secret (a PEM block)
+MAX_SECRET_FINDINGS = 5  # per file; the rest are counted in one more finding
+
+
+def check_secrets(folder: Path, manifest: Manifest) -> list[Finding]:
+    """A `secret-in-bundle` finding for each text file line that holds what looks like a
+    secret (security.pii's secret detectors); the message names the file, the line and the
+    kind of secret, never the secret."""
+    found: list[Finding] = []
+    for relative in [MANIFEST_NAME, *(entry.path for entry in manifest.all_files())]:
+        try:
+            path = files.resolve_inside(folder, relative)
+            hits = _secret_lines(path) if path.is_file() else []
+        except (ShipyardError, OSError):
+            continue  # an escaping or unreadable file is reported by check_files
+        for line, detector in hits[:MAX_SECRET_FINDINGS]:
+            found.append(
+                finding(
+                    "secret-in-bundle",
+                    f"{relative}, line {line}, holds what looks like "
+                    f"{DESCRIPTIONS.get(detector, 'a secret')}.",
+                    "Remove it from the bundle and rotate it; refer to it as ${secret:NAME} "
+                    "and supply it at run time (environment or /run/secrets).",
+                    f"{relative}:{line}",
+                )
+            )
+        if len(hits) > MAX_SECRET_FINDINGS:
+            found.append(
+                finding(
+                    "secret-in-bundle",
+                    f"{relative} holds {len(hits) - MAX_SECRET_FINDINGS} more lines that "
+                    "look like secrets.",
+                    "Remove every secret from the file; refer to them as ${secret:NAME}.",
+                    relative,
+                )
+            )
+    return found
+
+
+def _secret_lines(path: Path) -> list[tuple[int, str]]:
+    """(line, detector) of each secret in a text file; [] for a binary one. Reads in
+    overlapping windows, so memory stays bounded however large the file."""
+    with open(path, "rb") as handle:
+        if b"\0" in handle.read(SNIFF_BYTES):
+            return []
+    hits: dict[int, str] = {}
+    with open(path, encoding="utf-8", errors="replace", newline="") as handle:
+        window = ""
+        lines_before = 0  # newlines before the window's first character
+        while True:
+            chunk = handle.read(SCAN_CHARS)
+            window += chunk
+            final = not chunk
+            # A secret starting in the last SCAN_OVERLAP characters is left to the next window.
+            limit = len(window) if final else max(len(window) - SCAN_OVERLAP, 0)
+            line, counted = lines_before, 0
+            for item in find_pii(window, kinds=("secret",)):
+                if item.start >= limit:
+                    break
+                line += window.count("\n", counted, item.start)
+                counted = item.start
+                hits.setdefault(line + 1, item.detector)
+            if final:
+                return sorted(hits.items())
+            lines_before += window.count("\n", 0, limit)
+            window = window[limit:]
 
 
 def check_manifest(manifest: Manifest, folder: Path | None = None) -> list[Finding]:
@@ -255,4 +328,8 @@ def static_findings(folder: Path) -> tuple[Manifest | None, list[Finding]]:
         manifest = Manifest.read(folder)
     except ShipyardError as exc:
         return None, [finding("manifest-invalid", exc.message, exc.hint, "shipyard.yaml")]
-    return manifest, check_files(folder, manifest) + check_manifest(manifest, folder)
+    return manifest, (
+        check_files(folder, manifest)
+        + check_secrets(folder, manifest)
+        + check_manifest(manifest, folder)
+    )

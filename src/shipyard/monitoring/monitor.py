@@ -552,7 +552,7 @@ class Monitor:
                     return monitor.model.schema
         return None
 
-    def _config(self, deployment: str) -> MonitoringConfig:
+    def config_of(self, deployment: str) -> MonitoringConfig:
         monitors = self.for_deployment(deployment)
         if not monitors:
             raise NotFoundError(f"No deployment {deployment!r} is monitored here.",
@@ -587,7 +587,7 @@ class Monitor:
                 hint=f"Feedback fields: {', '.join(sorted(FEEDBACK_FIELDS))}.",
                 field=unknown[0][:64],
             )
-        config = self._config(deployment)
+        config = self.config_of(deployment)
         store = self._store(deployment)
         fields = {k: payload.get(k) for k in FEEDBACK_FIELDS if k != "request_id"}
 
@@ -608,7 +608,7 @@ class Monitor:
         return {"stored": True, **asdict(stored)}
 
     def import_feedback(self, deployment: str, path: Path) -> ImportReport:
-        config = self._config(deployment)
+        config = self.config_of(deployment)
         return import_feedback(self._store(deployment), deployment, path,
                                retention_days=config.records.retention_days,
                                schema_of=self.schema_of)
@@ -621,7 +621,7 @@ class Monitor:
             return cached[1]
         if deployment not in self.writers:
             return None
-        config = self._config(deployment)
+        config = self.config_of(deployment)
         report = performance(self._store(deployment), deployment, slices=config.slices,
                              schema_of=self.schema_of).to_json()
         self._performance[deployment] = (now, report)
@@ -638,7 +638,7 @@ class Monitor:
             variants.append({"variant": variant, "model_version": version,
                              "report": report.to_json() if report is not None else None})
         if not variants:
-            self._config(deployment)  # raises the clear 404
+            self.config_of(deployment)  # raises the clear 404
         return {"deployment": deployment, "time": now, "window_s": window_s, "variants": variants}
 
     def for_deployment(self, deployment: str) -> list[VariantMonitor]:

@@ -2,8 +2,10 @@
 
 Prometheus holds the counters for scraping; this keeps the recent past in the server itself,
 so alert rules, the rollout controller, `shipyard monitor` and `/ui` can read rates and
-latency quantiles without a Prometheus server. Buckets are `BUCKET_S` long; `KEEP` of them
-(one hour) are kept. Everything here runs on the monitor's flusher thread, never per request.
+latency quantiles without a Prometheus server. Buckets are one second long, so a rollout
+step's window starts within a second of the step; `KEEP` of them (one hour) are kept, and
+plots get them `POINT_S` at a time. Everything here runs on the monitor's flusher thread,
+never per request.
 """
 
 from __future__ import annotations
@@ -14,8 +16,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-BUCKET_S = 10.0
-KEEP = 360
+BUCKET_S = 1.0
+KEEP = 3600
+POINT_S = 10.0
 
 
 @dataclass
@@ -105,4 +108,15 @@ class Traffic:
         }
 
     def series(self, now: float, seconds: float) -> list[dict[str, float | int | None]]:
-        return [b.point() for b in self.window(now, seconds)]
+        """One point per POINT_S: what a plot of the last `seconds` needs."""
+        points: dict[float, TrafficBucket] = {}
+        for bucket in self.window(now, seconds):
+            start = bucket.start - bucket.start % POINT_S
+            point = points.setdefault(start, TrafficBucket(start))
+            point.requests += bucket.requests
+            point.errors += bucket.errors
+            point.bad_input += bucket.bad_input
+            point.timeouts += bucket.timeouts
+            point.fallbacks += bucket.fallbacks
+            point.latencies_ms.extend(bucket.latencies_ms)
+        return [points[start].point() for start in sorted(points)]

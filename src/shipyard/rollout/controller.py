@@ -31,6 +31,7 @@ from shipyard.rollout.specs import candidate_names, champion_name, final_spec, s
 log = logging.getLogger("shipyard.rollout")
 
 LEASE_S = 10.0
+SWITCH_S = 2.0  # servers follow a new revision within a poll (1 s by default) and a second
 
 
 @dataclass
@@ -92,9 +93,10 @@ class Controller:
         candidates = {n: versions[n] for n in candidate_names(plan) if n in versions}
         if plan.strategy == "direct":
             candidates = {champion: versions[champion]}
-        started = record.step_started_at.timestamp()
-        # The window is this step only: mixing two splits would fake a ratio mismatch.
-        window = max(1.0, now - started)
+        # The window is this step only, from when every server has switched to it: mixing
+        # two splits would fake a ratio mismatch.
+        started = record.step_started_at.timestamp() + SWITCH_S
+        window = max(0.0, now - started)
         return gather(
             self.monitor, record.deployment,
             champion=(champion, versions.get(champion, "")),
