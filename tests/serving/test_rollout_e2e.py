@@ -249,3 +249,52 @@ def test_rollback_moves_all_traffic_within_2_s_and_drops_nothing(home: Path):
         assert seen["1"] > 0 and seen["3"] > 0
     finally:
         server.stop()
+
+
+def test_ab_arms_are_sticky_across_replicas_and_reported(home: Path, tmp_path: Path):
+    cli(home, "deploy", "abtest", "--model", "cancer:1")
+    started = rollout_cli(home, "rollout", "start", "abtest", "--strategy", "ab",
+                          "--model", "cancer:3", "--ab-key", "header:x-user",
+                          "--ab-split", "control=50,treatment=50", "--step-duration", "1h")
+    assert started.returncode == 0, started.stderr
+    first = start_server(home, "abtest")
+    second = start_server(home, "abtest")
+    try:
+        body = {"inputs": [X_live[0].tolist()]}
+        arms: dict[str, str] = {}
+        rng = np.random.default_rng(1)
+        for user in range(60):
+            headers = {"x-user": f"user-{user}"}
+            a = httpx.post(f"{first.url}/v1/deployments/abtest/predict", json=body,
+                           headers=headers)
+            b = httpx.post(f"{second.url}/v1/deployments/abtest/predict", json=body,
+                           headers=headers)
+            assert a.headers["x-variant"] == b.headers["x-variant"]  # same arm on each replica
+            arms[f"user-{user}"] = a.headers["x-variant"]
+            feedback = httpx.post(f"{first.url}/v1/deployments/abtest/feedback",
+                                  json={"request_id": a.headers["x-request-id"],
+                                        "thumbs": bool(rng.random() < (
+                                            0.8 if a.headers["x-variant"] == "treatment"
+                                            else 0.3))})
+            assert feedback.status_code == 201, feedback.text
+        assert set(arms.values()) == {"control", "treatment"}
+        again = httpx.post(f"{first.url}/v1/deployments/abtest/predict", json=body,
+                           headers={"x-user": "user-7"})
+        assert again.headers["x-variant"] == arms["user-7"]  # and on every request
+        keyless = httpx.post(f"{first.url}/v1/deployments/abtest/predict", json=body)
+        assert keyless.status_code == 400
+        assert "x-user" in keyless.json()["error"]["message"]
+        time.sleep(1.5)  # the records' writer
+        report = json.loads(rollout_cli(home, "rollout", "report", "abtest", "--json").stdout)
+        assert report["arms"] == ["control", "treatment"]
+        assert sum(report["observed"].values()) >= 60
+        thumbs = [c for c in report["comparisons"] if c["metric"] == "thumbs"]
+        control = next(c for c in thumbs if c["arm"] == "control")
+        treatment = next(c for c in thumbs if c["arm"] == "treatment")
+        assert treatment["mean"] > control["mean"]
+        assert treatment["difference"] > 0 and treatment["interval"] != "-"
+        assert treatment["verdict"] in ("better", "no difference yet")
+        assert report["srm"]["mismatch"] is False
+    finally:
+        first.stop()
+        second.stop()
