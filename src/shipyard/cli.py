@@ -775,6 +775,12 @@ def deployments(ctx: Context, as_json: bool) -> None:
     is_flag=True,
     help="Turn off metrics, sketches, drift, records and alerts (to measure their cost).",
 )
+@click.option(
+    "--insecure-no-auth",
+    is_flag=True,
+    help="Serve without authentication even beyond loopback (prints a warning). Management "
+    "routes still need a credential.",
+)
 @pass_context
 def serve(
     ctx: Context,
@@ -783,13 +789,25 @@ def serve(
     port: int,
     workers: int,
     no_monitoring: bool,
+    insecure_no_auth: bool,
 ) -> None:
-    """Serve deployments over HTTP (all of them when no NAME is given)."""
+    """Serve deployments over HTTP (all of them when no NAME is given).
+
+    Beyond loopback, callers must authenticate (shipyard keys create) unless
+    --insecure-no-auth is given."""
+    from shipyard.serving.door import loopback
     from shipyard.serving.server import serve as run_server
 
     if no_monitoring:
         ctx.overrides["monitoring"] = False
-        ctx._settings = None
+    if insecure_no_auth:
+        ctx.overrides["auth"] = "off"
+        if not loopback(host):
+            err_console.print(
+                f"[bold red]WARNING[/bold red]: serving on {host} without authentication: "
+                "anyone who reaches this port can call the models."
+            )
+    ctx._settings = None
 
     run_server(
         ctx.settings,

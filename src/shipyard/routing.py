@@ -65,6 +65,13 @@ class ServingConfig(_Strict):
         default=512, ge=1, description="Most requests in progress before answering 429."
     )
     fallback: Fallback = Field(default_factory=Fallback, description="On timeout or error.")
+    rate_limit_rps: float | None = Field(
+        default=None, gt=0, le=1_000_000, description="Requests per second for the whole "
+        "deployment (token bucket, shared through Redis when configured); over it: 429."
+    )
+    rate_limit_burst: float | None = Field(
+        default=None, gt=0, description="Bucket size (default: 2 s of the rate)."
+    )
 
 
 RedactPolicy = Literal["keep", "hash", "mask", "drop"]

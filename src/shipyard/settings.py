@@ -11,7 +11,7 @@ import os
 import socket
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -94,6 +94,35 @@ class Settings(BaseModel):
         "deployments it serves and move their traffic (needs monitoring).",
     )
 
+    auth: Literal["auto", "on", "off"] = Field(
+        default="auto",
+        description="Authentication of HTTP callers: auto turns it on whenever the server "
+        "listens beyond loopback; off there needs `shipyard serve --insecure-no-auth`.",
+    )
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="Host header values the server answers to (DNS-rebinding guard); default: "
+        "loopback names on a loopback listener, any otherwise.",
+    )
+    jwt_issuer: str | None = Field(default=None, description="Accepted JWT issuer (iss).")
+    jwt_audience: str | None = Field(default=None, description="Accepted JWT audience (aud).")
+    jwt_jwks_url: str | None = Field(
+        default=None, repr=False, description="JWKS URL (https, or http on loopback)."
+    )
+    jwt_jwks_file: Path | None = Field(default=None, description="JWKS file instead of a URL.")
+    rate_limit_rps: float | None = Field(
+        default=None, gt=0, description="Requests per second per API key (token bucket)."
+    )
+    rate_limit_burst: float | None = Field(
+        default=None, gt=0, description="Bucket size per API key (default: 2 s of the rate)."
+    )
+    redis_url: str | None = Field(
+        default=None,
+        repr=False,
+        description="Redis that replicas share rate-limit buckets through (default: per "
+        "process).",
+    )
+
     @property
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{self.home / 'registry.db'}"
@@ -153,6 +182,8 @@ class Settings(BaseModel):
                 raw: Any = env[key]
                 if name == "trusted_keys":
                     raw = [p for p in raw.split(os.pathsep) if p]
+                elif name == "allowed_hosts":
+                    raw = [h.strip() for h in raw.split(",") if h.strip()]
                 values[name] = raw
         values["home"] = home
         for key, value in (overrides or {}).items():

@@ -202,7 +202,7 @@ def test_slow_client_sending_byte_by_byte_gets_408(server: Server):
     body = b'{"inputs": [{"input": [' + b"1.0," * 29 + b"1.0]}]}"
     with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
         sock.sendall(
-            b"POST /v1/deployments/cancer/predict HTTP/1.1\r\nHost: x\r\n"
+            b"POST /v1/deployments/cancer/predict HTTP/1.1\r\nHost: 127.0.0.1\r\n"
             b"Content-Type: application/json\r\n" + f"Content-Length: {len(body)}\r\n\r\n".encode()
         )
         started = time.monotonic()

@@ -48,7 +48,7 @@ from shipyard.registry.tables import VERSION_TABLE
 MIGRATIONS = Path(__file__).parent / "migrations"
 # The newest revision in migrations/versions. Bump it with every new migration: a test checks
 # it against Alembic's own view of the scripts, so the two cannot drift apart unnoticed.
-SCHEMA_HEAD = "0002"
+SCHEMA_HEAD = "0003"
 # Two int4 keys: a constant for "shipyard registry writes" and the schema, so registries in
 # different schemas of one PostgreSQL database do not wait on each other.
 PG_LOCK = "SELECT pg_advisory_xact_lock(1936287346, hashtext(current_schema()))"

@@ -19,7 +19,9 @@ from sqlalchemy.exc import IntegrityError as DatabaseIntegrityError
 
 from shipyard.errors import ConflictError, FragileBundleError, UserError
 from shipyard.registry import audit, catalog, deployments, rollouts, transfer
+from shipyard.registry import keys as key_records
 from shipyard.registry.database import Database
+from shipyard.registry.keys import RegistryKeyStore
 from shipyard.registry.records import (
     AliasEvent,
     AuditCheck,
@@ -34,6 +36,7 @@ from shipyard.registry.refs import check_name, check_version, parse_ref
 from shipyard.registry.rollouts import DecisionRecord, RolloutRecord
 from shipyard.registry.store import Store, open_store
 from shipyard.registry.tables import utcnow
+from shipyard.security.keys import KeyRecord
 from shipyard.settings import Settings
 
 Progress = Callable[[int, int], None]
@@ -553,6 +556,63 @@ class Registry:
     def _actor(self, actor: str | None) -> str:
         who = actor or self.settings.resolved_actor
         return rollouts.check_text(who, "the actor", limit=rollouts.ACTOR_LIMIT, empty=False)
+
+    # API keys ---------------------------------------------------------------------------
+
+    def keys(self, *, clock: Callable[[], datetime] | None = None) -> RegistryKeyStore:
+        """This registry as a `shipyard.security.keys.KeyStore`, for create/authenticate_key.
+
+        `clock` stamps revocations made through the store (tests); the database's UTC time
+        otherwise.
+        """
+        return RegistryKeyStore(self, clock)
+
+    def add_key(self, record: KeyRecord) -> None:
+        """Store a new key record, audited as `key.create` by its `created_by`.
+
+        Only the record is stored (its hash, never a plaintext key); ConflictError when the
+        id is taken. Use `shipyard.security.keys.create_key(registry.keys(), ...)` to make one.
+        """
+        try:
+            with self.database.write() as conn:
+                key_records.insert(conn, record)
+                details = key_records.created_details(record)
+                target = key_records.audit_target(record.id)
+                self._record(conn, record.created_by, "key.create", target, details)
+        except DatabaseIntegrityError:
+            # The primary key decided a race the write lock should have prevented.
+            with self.database.read() as conn:
+                if key_records.get(conn, record.id) is not None:
+                    raise key_records.conflict() from None
+            raise
+
+    def get_key(self, key_id: str) -> KeyRecord | None:
+        """The record with this public id, revoked or not; None when there is none."""
+        with self.database.read() as conn:
+            return key_records.get(conn, key_id)
+
+    def revoke_key(
+        self, key_id: str, *, actor: str | None = None, now: datetime | None = None
+    ) -> KeyRecord:
+        """Revoke the key now (or at `now`), audited as `key.revoke` by `actor`.
+
+        Idempotent: revoking a revoked key returns it unchanged, keeps the first revocation
+        and writes no audit entry (nothing changed). NotFoundError for an unknown id.
+        """
+        who = key_records.check_actor(actor or self.settings.resolved_actor)
+        at = rollouts.check_when(now, "the revocation time") if now is not None else None
+        with self.database.write() as conn:
+            record, changed = key_records.revoke(conn, key_id, who, at or utcnow())
+            if changed:
+                details = key_records.revoked_details(record)
+                target = key_records.audit_target(record.id)
+                self._record(conn, who, "key.revoke", target, details)
+            return record
+
+    def list_keys(self) -> list[KeyRecord]:
+        """Every key record, revoked and expired ones included, oldest first."""
+        with self.database.read() as conn:
+            return key_records.list_all(conn)
 
     # Audit ------------------------------------------------------------------------------
 

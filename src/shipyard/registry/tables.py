@@ -246,3 +246,22 @@ rollout_decisions = Table(
     Column("reason", Text, nullable=False),
     Index("ix_rollout_decisions_rollout_id", "rollout_id"),
 )
+
+# API keys (migration 0003): the records behind `shipyard.security.keys.KeyStore`. The id is
+# the key's public id; `hash` is "sha256:<hex>" of the whole key, never the key itself.
+# `deployments` is canonical JSON text of a sorted list of names, NULL for every deployment.
+# A revocation is the only change a row ever sees.
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", NAME, primary_key=True),
+    Column("name", ACTOR, nullable=False),
+    Column("role", String(16), nullable=False),
+    Column("deployments", Text, nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("created_by", ACTOR, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=True),
+    Column("revoked_at", UTCDateTime, nullable=True),
+    Column("revoked_by", ACTOR, nullable=True),
+    Column("hash", String(100), nullable=False),
+)

@@ -36,6 +36,7 @@ from shipyard.monitoring.snapshot import snapshot
 from shipyard.runtimes.base import Outputs
 from shipyard.serving import native, openapi, ui, v2
 from shipyard.serving.accesslog import AccessLog
+from shipyard.serving.door import Door, limit
 from shipyard.serving.fleet import Fleet, LiveDeployment
 from shipyard.serving.http import (
     JSON,
@@ -56,6 +57,8 @@ REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
 OCTET = b"application/octet-stream"
 MONITOR_ROUTES = ("monitor", "drift", "alerts", "feedback")
 CONTROL_S = 1.0
+MANAGE_ROUTES = ("rollout", "rollback", "history")
+ROLLOUT_ACTS = ("pause", "resume", "approve", "promote", "abort")
 
 
 @dataclass(frozen=True)
@@ -76,8 +79,10 @@ class OnlineApp:
         access_log: AccessLog | None = None,
         monitor: Monitor | None = None,
         control: bool = False,
+        door: Door | None = None,
     ) -> None:
         self.fleet = fleet
+        self.door = door or Door(auth_required=False, allowed_hosts=frozenset({"*"}))
         self.monitor = monitor
         self.control = control and monitor is not None
         self._controller: asyncio.Task[None] | None = None
@@ -153,6 +158,8 @@ class OnlineApp:
                 raise UnavailableError(
                     "The server is at its in-flight request limit.", hint="Retry after a moment."
                 )
+            principal, _ = self.door.admit(scope, scope["path"].strip("/").split("/"))
+            context["principal"] = principal
             status, body, content_type, extra = await self._route(
                 scope, receive, request_id, context
             )
@@ -160,7 +167,10 @@ class OnlineApp:
         except ShipyardError as exc:
             status, body, content_type = exc.status, orjson.dumps(_error_body(scope, exc)), JSON
             if exc.status in (429, 503):
-                headers.append((b"retry-after", b"1"))
+                wait = str(exc.details.get("retry_after", 1)).encode()
+                headers.append((b"retry-after", wait))
+            elif exc.status == 401:
+                headers.append((b"www-authenticate", b'Bearer realm="shipyard"'))
             context["error"] = exc.code
         except Exception:
             log.exception("unexpected error serving %s", scope.get("path", "")[:200])
@@ -223,6 +233,8 @@ class OnlineApp:
                 return self._json(self.fleet.get(parts[2]).describe())
             if len(parts) == 4 and parts[3] in MONITOR_ROUTES:
                 return await self._monitoring(scope, receive, parts[2], parts[3], method, context)
+            if len(parts) >= 4 and parts[3] in MANAGE_ROUTES:
+                return await self._manage(scope, receive, parts[2], parts[3:], method, context)
         elif parts[0] == "v2":
             return await self._v2(scope, receive, parts[1:], method, request_id, context)
         elif path in ("/livez", "/readyz"):
@@ -300,6 +312,69 @@ class OnlineApp:
         window = query_float(scope, "window", default=None, low=1.0, high=30 * 86400.0)
         return self._json(await asyncio.to_thread(monitor.drift_of, name, window))
 
+    # -- management: rollouts and rollback (always authenticated, audited as the caller) ----
+
+    async def _manage(
+        self,
+        scope: Scope,
+        receive: Receive,
+        name: str,
+        rest: list[str],
+        method: str,
+        context: dict[str, Any],
+    ) -> tuple[int, bytes, bytes, list[Any]]:
+        from shipyard.rollout import manage
+        from shipyard.rollout.plan import RolloutPlan
+
+        registry = self.fleet.registry
+        actor = context["principal"].name
+        body: dict[str, Any] = {}
+        if method == "POST":
+            raw = await read_body(scope, receive, limit=1024 * 1024,
+                                  timeout_s=self.limits.body_timeout_s)
+            if raw:
+                if media_type(scope) != JSON:
+                    raise UnsupportedMediaTypeError(
+                        "Management routes take application/json.",
+                        hint="Send the header Content-Type: application/json.",
+                    )
+                parsed = parse_json(raw)
+                if not isinstance(parsed, dict):
+                    raise UserError("Send a JSON object.", hint='e.g. {"reason": "..."}')
+                body = parsed
+        reason = str(body.get("reason", ""))[:2000]
+
+        def run() -> Any:
+            if rest == ["history"]:
+                _allow(method, "GET")
+                return [r.to_dict() for r in registry.revisions(name)]
+            if rest == ["rollback"]:
+                _allow(method, "POST")
+                to = body.get("to")
+                if to is not None and (isinstance(to, bool) or not isinstance(to, int)):
+                    raise UserError("`to` must be a revision number.", hint='{"to": 3}')
+                return manage.rollback(registry, name, to=to, actor=actor, reason=reason,
+                                       force=body.get("force") is True).to_dict()
+            if rest == ["rollout"] and method == "GET":
+                return manage.status(registry, name)
+            if rest == ["rollout"]:
+                _allow(method, "POST")
+                plan = RolloutPlan.parse(
+                    body.get("plan") or {k: v for k, v in body.items() if k != "reason"}
+                )
+                return manage.start(registry, name, plan, actor=actor, reason=reason).to_dict()
+            if len(rest) == 2 and rest[0] == "rollout" and rest[1] in ROLLOUT_ACTS:
+                _allow(method, "POST")
+                act = getattr(manage, rest[1])
+                return act(registry, name, actor=actor, reason=reason).to_dict()
+            if len(rest) == 2 and rest == ["rollout", "explain"]:
+                _allow(method, "GET")
+                return {"explanation": manage.why(registry, name)}
+            raise NotFoundError("No such management route.",
+                                hint="See docs/rollouts.md for the rollout API.")
+
+        return self._json(await asyncio.to_thread(run))
+
     # -- native -----------------------------------------------------------------------------
 
     async def _predict_native(
@@ -352,6 +427,10 @@ class OnlineApp:
                 f"{live.spec.serving.max_inflight} requests in flight.",
                 hint="Retry after a moment, or raise serving.max_inflight.",
             )
+        serving = live.spec.serving
+        if serving.rate_limit_rps is not None:
+            limit(self.door.limiter, f"deployment:{live.name}", serving.rate_limit_rps,
+                  serving.rate_limit_burst or 2 * serving.rate_limit_rps)
         variant = live.variants[live.router.choose(key)]
         if version is not None and variant.version != version:
             matching = [v for v in live.variants.values() if v.version == version]

@@ -19,7 +19,9 @@ from typing import Any
 
 from shipyard.monitoring.metrics import MULTIPROC_ENV, prepare_multiprocess
 from shipyard.monitoring.monitor import Monitor
+from shipyard.registry.registry import Registry
 from shipyard.serving.accesslog import AccessLog
+from shipyard.serving.door import LOOPBACK_HOSTS, Door, loopback
 from shipyard.serving.fleet import Fleet
 from shipyard.serving.online import OnlineApp, ServerLimits
 from shipyard.settings import Settings
@@ -28,7 +30,34 @@ CONFIG_ENV = "SHIPYARD_SERVE_CONFIG"
 GRACEFUL_S = 30
 
 
-def build_app(settings: Settings, names: Sequence[str] = ()) -> OnlineApp:
+def build_door(settings: Settings, host: str, registry: Registry | None = None) -> Door:
+    """Authentication on beyond loopback (unless explicitly off), keys from the registry,
+    JWTs when configured, rate limits in process or through Redis."""
+    from shipyard.security.jwt import JWTConfig, JWTVerifier
+    from shipyard.security.ratelimit import LocalLimiter, RateLimiter, RedisLimiter
+
+    required = settings.auth == "on" or (settings.auth == "auto" and not loopback(host))
+    jwt = None
+    if settings.jwt_issuer or settings.jwt_jwks_url or settings.jwt_jwks_file:
+        jwt = JWTVerifier(JWTConfig.build(
+            issuer=settings.jwt_issuer, audience=settings.jwt_audience,
+            jwks_url=settings.jwt_jwks_url, jwks_file=settings.jwt_jwks_file,
+        ))
+    limiter: RateLimiter = LocalLimiter()
+    if settings.redis_url:
+        limiter = RedisLimiter.from_url(settings.redis_url, fallback=LocalLimiter())
+    hosts = frozenset(h.lower() for h in settings.allowed_hosts)
+    if not hosts:
+        hosts = LOOPBACK_HOSTS if loopback(host) else frozenset({"*"})
+    rate = None
+    if settings.rate_limit_rps:
+        rate = (settings.rate_limit_rps, settings.rate_limit_burst or 2 * settings.rate_limit_rps)
+    keys = registry.keys() if registry is not None else None
+    return Door(auth_required=required, keys=keys, jwt=jwt, allowed_hosts=hosts,
+                limiter=limiter, key_rate=rate)
+
+
+def build_app(settings: Settings, names: Sequence[str] = (), host: str = "127.0.0.1") -> OnlineApp:
     monitor = build_monitor(settings) if settings.monitoring else None
     fleet = Fleet(settings, names, poll_s=settings.poll_s, monitor=monitor)
     limits = ServerLimits(
@@ -42,6 +71,7 @@ def build_app(settings: Settings, names: Sequence[str] = ()) -> OnlineApp:
         access_log=AccessLog(enabled=settings.access_log),
         monitor=monitor,
         control=settings.controller,
+        door=build_door(settings, host, fleet.registry),
     )
 
 
@@ -58,7 +88,7 @@ def app_factory() -> OnlineApp:
     """What each worker process imports: settings travel in an environment variable."""
     config = json.loads(os.environ[CONFIG_ENV])
     settings = Settings.load(config["overrides"])
-    return build_app(settings, config["names"])
+    return build_app(settings, config["names"], config.get("host", "127.0.0.1"))
 
 
 def _uvicorn_options(host: str, port: int) -> dict[str, Any]:
@@ -93,10 +123,10 @@ def serve(
     )
     options = _uvicorn_options(host, port)
     if workers <= 1:
-        uvicorn.run(build_app(settings, names), **options)
+        uvicorn.run(build_app(settings, names, host), **options)
         return
     os.environ[CONFIG_ENV] = json.dumps(
-        {"overrides": overrides or {}, "names": list(names)}, default=str
+        {"overrides": overrides or {}, "names": list(names), "host": host}, default=str
     )
     # Workers write their Prometheus samples to files in a folder of this server's own; the
     # worker that answers a scrape merges them. uvicorn spawns workers: they inherit the env.
@@ -130,7 +160,7 @@ class BackgroundServer:
                 sock.bind((host, 0))
                 port = int(sock.getsockname()[1])
         self.url = f"http://{host}:{port}"
-        self.app = build_app(settings, names)
+        self.app = build_app(settings, names, host)
         options = {**_uvicorn_options(host, port), "log_level": "error"}
         self._server = uvicorn.Server(uvicorn.Config(self.app, **options))
         self._thread: Any = None
