@@ -238,10 +238,20 @@ def _read_table(data: Any) -> pd.DataFrame:
         ) from exc
 
 
-def check(bundle: str | Path, *, trusted_keys: Sequence[Path] = ()) -> list[Finding]:
-    """Every missing or inconsistent item of a bundle folder, including loading checks."""
+def check(
+    bundle: str | Path,
+    *,
+    trusted_keys: Sequence[Path] = (),
+    audit_database: Path | None = None,
+) -> list[Finding]:
+    """Every missing or inconsistent item of a bundle folder, including loading checks and,
+    with an OSV database, known vulnerabilities of its pinned dependencies."""
     folder = Path(bundle)
     manifest, findings = static_findings(folder)
+    if audit_database is not None and manifest is not None:
+        from shipyard.depaudit import audit_bundle, critical_findings
+
+        findings = [*findings, *critical_findings(audit_bundle(folder, database=audit_database))]
     if manifest is None or is_fragile(
         [f for f in findings if f.code in ("files-invalid", "hash-mismatch", "unsafe-artifact")]
     ):

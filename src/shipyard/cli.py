@@ -192,7 +192,8 @@ def check_cmd(ctx: Context, bundle: Path, as_json: bool) -> None:
     from shipyard import api
     from shipyard.bundle.check import is_fragile
 
-    findings = api.check(bundle, trusted_keys=ctx.settings.trusted_keys)
+    findings = api.check(bundle, trusted_keys=ctx.settings.trusted_keys,
+                         audit_database=ctx.settings.audit_database)
     fragile = is_fragile(findings)
     if as_json:
         emit_json(
@@ -405,7 +406,19 @@ def pull(ctx: Context, ref: str, dest: Path, as_json: bool) -> None:
         console.print(f"Pulled {ref} into {path}.")
 
 
-@cli.group(invoke_without_command=True)
+class AuditGroup(click.Group):
+    """`shipyard audit` lists the log, `audit verify` checks it, `audit BUNDLE` (any other
+    first argument) audits a bundle's dependencies: the same as `audit bundle BUNDLE`."""
+
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        if args and args[0] not in self.commands and not args[0].startswith("-"):
+            args = ["bundle", *args]
+        return super().resolve_command(ctx, args)
+
+
+@cli.group(cls=AuditGroup, invoke_without_command=True)
 @click.option("--limit", default=50, show_default=True, help="Most recent entries to show.")
 @click.option("--target", default=None, help="Only entries about this target.")
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
@@ -431,6 +444,51 @@ def audit(click_ctx: click.Context, limit: int, target: str | None, as_json: boo
             _cell(row.get("details")),
         )
     console.print(table)
+
+
+@audit.command("bundle")
+@click.argument("path", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--database", type=click.Path(exists=False, path_type=Path), default=None,
+              help="OSV database: PyPI.zip or a folder of OSV JSON [env SHIPYARD_AUDIT_DATABASE].")
+@click.option("--online", is_flag=True, help="Ask the OSV API instead of a local database.")
+@click.option("--sbom", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write a CycloneDX 1.5 SBOM of the bundle here.")
+@click.option("--fail-on", type=click.Choice(["critical", "high", "medium", "low"]),
+              default="low", show_default=True, help="Lowest severity that fails the audit.")
+@click.option("--max-age", type=click.FloatRange(min=0), default=None,
+              help="Refuse a database older than this many days.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@pass_context
+def audit_bundle_cmd(ctx: Context, path: Path, database: Path | None, online: bool,
+                     sbom: Path | None, fail_on: str, max_age: float | None,
+                     as_json: bool) -> None:
+    """Check a bundle's pinned dependencies against a vulnerability database (offline works).
+
+    Exit 0: no known vulnerability; 1: vulnerable; 2: unknown (the database could not be
+    read or reached, or pins are not exact) - never "clean" when nothing was looked up.
+    A bundle folder named like a subcommand (verify, bundle) needs a ./ prefix."""
+    from datetime import timedelta
+
+    from shipyard.depaudit import audit_bundle
+
+    report = audit_bundle(
+        path, database=None if online else (database or ctx.settings.audit_database),
+        online=online, sbom=sbom,
+        max_age=timedelta(days=max_age) if max_age is not None else None,
+    )
+    if as_json:
+        emit_json(report.to_dict())
+    else:
+        console.print(f"{path}: {report.status} ({report.source})")
+        for vuln in report.vulnerabilities:
+            fixed = f", fixed in {', '.join(vuln.fixed)}" if vuln.fixed else ""
+            console.print(f"  {vuln.severity.upper():9} {vuln.package}=={vuln.version} "
+                          f"{vuln.id}{fixed}: {vuln.summary[:100]}")
+        for problem in report.problems:
+            err_console.print(f"  [yellow]could not check[/yellow]: {problem}")
+        if sbom:
+            console.print(f"SBOM written to {sbom}")
+    raise SystemExit(report.exit_code(fail_on))  # type: ignore[arg-type]  # click.Choice
 
 
 @audit.command("verify")
@@ -1004,6 +1062,78 @@ def print_drift(report: dict[str, Any]) -> None:
                           _cell(field["js"]), _cell(field["ks"]), _cell(field["cramers_v"]),
                           "[red]yes[/red]" if field["drifted"] else "no", field["reason"])
         console.print(table)
+
+
+@cli.group()
+def keys() -> None:
+    """API keys for the HTTP server: stored hashed, shown once, revocable."""
+
+
+@keys.command("create")
+@click.option("--role", required=True, type=click.Choice(["viewer", "predictor", "deployer",
+                                                          "admin"]), help="What it may do.")
+@click.option("--deployment", "deployments", multiple=True,
+              help="Only these deployments (repeatable; default all).")
+@click.option("--expires", default=None, help="Lifetime, e.g. 30d or 12h (default: never).")
+@click.option("--name", default=None, help="Who or what uses it (for the audit log).")
+@click.option("--json", "as_json", is_flag=True, help="Print the key and its record as JSON.")
+@pass_context
+def keys_create(ctx: Context, role: str, deployments: tuple[str, ...], expires: str | None,
+                name: str | None, as_json: bool) -> None:
+    """Create a key. The key itself is printed once, here, and never stored."""
+    from datetime import timedelta
+
+    from shipyard.security.keys import create_key
+
+    lifetime = timedelta(seconds=parse_duration(expires)) if expires else None
+    with ctx.registry() as registry:
+        plaintext, record = create_key(registry.keys(), role, list(deployments) or None,
+                                       lifetime, ctx.settings.resolved_actor, name=name)
+    if as_json:
+        emit_json({"key": plaintext, **_key_row(record)})
+        return
+    console.print(f"key {record.id} ({record.role}) created. Store it now; it is not shown "
+                  f"again:\n{plaintext}")
+
+
+@keys.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@pass_context
+def keys_list(ctx: Context, as_json: bool) -> None:
+    """Every key with its role, scope, expiry and revocation (never the key itself)."""
+    with ctx.registry() as registry:
+        rows = [_key_row(r) for r in registry.keys().list()]
+    if as_json:
+        emit_json(rows)
+        return
+    table = Table("id", "name", "role", "deployments", "created", "expires", "revoked")
+    for row in rows:
+        table.add_row(row["id"], row["name"], row["role"], ", ".join(row["deployments"] or
+                      ["all"]), str(row["created_at"])[:19], str(row["expires_at"] or "-")[:19],
+                      str(row["revoked_at"] or "-")[:19])
+    console.print(table)
+
+
+@keys.command("revoke")
+@click.argument("key_id")
+@click.option("--json", "as_json", is_flag=True, help="Print the revoked key's record.")
+@pass_context
+def keys_revoke(ctx: Context, key_id: str, as_json: bool) -> None:
+    """Revoke a key by its id; servers refuse it within seconds."""
+    with ctx.registry() as registry:
+        record = registry.keys().revoke(key_id, ctx.settings.resolved_actor)
+    if as_json:
+        emit_json(_key_row(record))
+    else:
+        console.print(f"key {record.id} revoked.")
+
+
+def _key_row(record: Any) -> dict[str, Any]:
+    row = record.to_row()
+    row.pop("hash", None)
+    if isinstance(row.get("deployments"), str):
+        row["deployments"] = json.loads(row["deployments"])
+    return row
 
 
 @cli.group()

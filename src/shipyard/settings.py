@@ -123,6 +123,12 @@ class Settings(BaseModel):
         "process).",
     )
 
+    audit_database: Path | None = Field(
+        default=None,
+        description="An OSV vulnerability database (PyPI.zip or a folder of OSV JSON) that "
+        "`shipyard check` and `shipyard audit BUNDLE` read; works offline.",
+    )
+
     @property
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{self.home / 'registry.db'}"
