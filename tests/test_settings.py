@@ -51,3 +51,23 @@ def test_repr_hides_credentials(tmp_path: Path):
 def test_trusted_keys_from_environment_split_on_pathsep(tmp_path: Path):
     settings = Settings.load({"home": tmp_path}, environ={"SHIPYARD_TRUSTED_KEYS": "/a.pem:/b.pem"})
     assert settings.trusted_keys == [Path("/a.pem"), Path("/b.pem")]
+
+
+def test_secret_references_resolve_at_the_edge_and_never_print(tmp_path: Path) -> None:
+    from shipyard.errors import ConfigError
+    from shipyard.security.secrets import plain_settings
+
+    home = tmp_path / "home"
+    home.mkdir()
+    url = f"sqlite:///{tmp_path / 'hidden.db'}"
+    (home / "config.yaml").write_text("database_url: ${secret:REGISTRY_DB}\n")
+    settings = Settings.load({"home": home}, environ={"SHIPYARD_SECRET_REGISTRY_DB": url},
+                             secrets=plain_settings)
+    assert settings.database_url == url
+    assert "hidden.db" not in repr(settings)
+    with pytest.raises(ConfigError) as caught:
+        Settings.load({"home": home}, environ={}, secrets=plain_settings)
+    assert "REGISTRY_DB" in caught.value.message and "hidden" not in caught.value.message
+    # Without a resolver the reference stays as written (nothing is looked up by surprise).
+    raw = Settings.load({"home": home}, environ={})
+    assert raw.database_url == "${secret:REGISTRY_DB}"

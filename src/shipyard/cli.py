@@ -34,7 +34,9 @@ class Context:
     @property
     def settings(self) -> Settings:
         if self._settings is None:
-            self._settings = Settings.load(self.overrides)
+            from shipyard.security.secrets import plain_settings
+
+            self._settings = Settings.load(self.overrides, secrets=plain_settings)
         return self._settings
 
     @contextmanager

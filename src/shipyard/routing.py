@@ -153,7 +153,9 @@ class MonitoringConfig(_Strict):
     drift: DriftConfig = Field(default_factory=DriftConfig)
     alerts: list[AlertRule] = Field(default_factory=list)
     webhook: str | None = Field(
-        default=None, pattern=r"^https?://", description="URL alerts are POSTed to."
+        default=None,
+        pattern=r"^(https?://|\$\{secret:[A-Za-z0-9_.-]{1,128}\}$)",
+        description="URL alerts are POSTed to, or a ${secret:NAME} reference to it.",
     )
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import getpass
 import os
 import socket
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -161,8 +161,10 @@ class Settings(BaseModel):
         cls,
         overrides: Mapping[str, Any] | None = None,
         environ: Mapping[str, str] | None = None,
+        secrets: Callable[[dict[str, Any], Mapping[str, str]], dict[str, Any]] | None = None,
     ) -> Settings:
-        """Build settings from the config file, the environment and explicit overrides."""
+        """Build settings from the config file, the environment and explicit overrides;
+        `secrets` (the edge passes `security.secrets.plain_settings`) resolves references."""
         env = os.environ if environ is None else environ
         values: dict[str, Any] = {}
         home = Path(env.get("SHIPYARD_HOME", "~/.shipyard")).expanduser()
@@ -195,6 +197,10 @@ class Settings(BaseModel):
         for key, value in (overrides or {}).items():
             if value is not None:
                 values[key] = value
+        if secrets is not None:
+            # ${secret:NAME} references are resolved here, at the edge, from the environment
+            # or secret files: the config file itself never holds the value.
+            values = secrets(values, env)
         try:
             return cls(**values)
         except ValidationError as exc:
@@ -204,3 +210,4 @@ class Settings(BaseModel):
                 f"Setting {field!r}: {first['msg']}.",
                 hint="See docs/settings.md for every setting and its allowed values.",
             ) from exc
+

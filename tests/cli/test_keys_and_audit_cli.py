@@ -5,9 +5,8 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
-
-from conftest import MakeBundle
 
 
 def run(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -41,7 +40,7 @@ def test_a_key_is_shown_once_stored_hashed_and_revocable(tmp_path: Path):
 
 
 def test_audit_bundle_never_reports_clean_without_a_database(tmp_path: Path,
-                                                            make_bundle: MakeBundle):
+                                                            make_bundle: Callable[..., Path]):
     bundle = make_bundle()
     result = run(tmp_path / "home", "audit", str(bundle), "--json")
     assert result.returncode == 2, result.stderr  # unknown, not clean

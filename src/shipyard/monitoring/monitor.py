@@ -37,6 +37,8 @@ from shipyard.monitoring.sketch import ReferenceBins, WindowSketch, sketch_colum
 from shipyard.monitoring.traffic import Traffic
 from shipyard.routing import MonitoringConfig
 from shipyard.runtimes.model import Model
+from shipyard.security.pii import redact_text
+from shipyard.security.secrets import Secret, resolve
 
 log = logging.getLogger("shipyard.monitoring")
 
@@ -391,9 +393,12 @@ class Monitor:
                     old.close()
                 exact = [r for r in config.alerts if not r.metric.endswith(WILDCARD)]
                 pattern = [r for r in config.alerts if r.metric.endswith(WILDCARD)]
+                # The webhook may be a ${secret:NAME} reference: resolved here, never stored.
+                found = resolve(config.webhook) if config.webhook else None
+                webhook = found.reveal() if isinstance(found, Secret) else found
                 self.alerts[deployment] = (
-                    AlertEvaluator(exact, webhook=config.webhook),
-                    AlertEvaluator(pattern, webhook=config.webhook),
+                    AlertEvaluator(exact, webhook=webhook),
+                    AlertEvaluator(pattern, webhook=webhook),
                 )
                 self._alert_config[deployment] = wanted
             writer = self.writers.get(deployment)
@@ -590,6 +595,9 @@ class Monitor:
         config = self.config_of(deployment)
         store = self._store(deployment)
         fields = {k: payload.get(k) for k in FEEDBACK_FIELDS if k != "request_id"}
+        comment = fields.get("comment")
+        if isinstance(comment, str):
+            fields["comment"] = redact_text(comment)  # free text: PII stays out
 
         def submit() -> Feedback:
             return submit_feedback(

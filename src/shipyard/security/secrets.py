@@ -185,3 +185,20 @@ def _at(where: str) -> str:
 
 def _join(where: str, key: Any) -> str:
     return f"{where}.{key}" if where else str(key)
+
+
+def plain_settings(values: dict[str, Any], environ: Mapping[str, str] | None = None
+                   ) -> dict[str, Any]:
+    """Settings values with every reference resolved to its plain value (for the settings
+    object, whose secret-bearing fields are never printed)."""
+    return _reveal(resolve(values, environ=environ))
+
+
+def _reveal(value: Any) -> Any:
+    if isinstance(value, Secret):
+        return value.reveal()
+    if isinstance(value, dict):
+        return {k: _reveal(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_reveal(v) for v in value]
+    return value

@@ -2,7 +2,8 @@
 
 A request only appends a small tuple to a queue; a background thread formats each entry as
 one JSON object per line. JSON encoding escapes newlines and control characters, so a value
-a caller sends (a request id, a path) can never forge a log line.
+a caller sends (a request id, a path) can never forge a log line, and PII or secrets in those
+values are redacted before they are written.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import time
 from typing import IO, Any
 
 import orjson
+
+from shipyard.security.pii import redact_text
 
 FIELDS = (
     "time",
@@ -30,6 +33,7 @@ FIELDS = (
     "error",
 )
 MAX_VALUE = 200
+REDACTED = frozenset({"path", "request_id", "deployment", "error"})
 FLUSH_S = 0.05
 
 
@@ -78,8 +82,12 @@ class AccessLog:
         for key, value in zip(FIELDS, entry, strict=False):
             if value is None:
                 continue
-            if isinstance(value, str) and len(value) > MAX_VALUE:
-                value = value[:MAX_VALUE] + "…"
+            if isinstance(value, str):
+                if len(value) > MAX_VALUE:
+                    value = value[:MAX_VALUE] + "…"
+                if key in REDACTED:
+                    # A path or request id a caller chose can carry an email or a card.
+                    value = redact_text(value)
             data[key] = value
         return orjson.dumps(data).decode() + "\n"
 

@@ -34,6 +34,7 @@ from shipyard.errors import (
 from shipyard.monitoring.monitor import Monitor
 from shipyard.monitoring.snapshot import snapshot
 from shipyard.runtimes.base import Outputs
+from shipyard.security.pii import redact_value
 from shipyard.serving import native, openapi, ui, v2
 from shipyard.serving.accesslog import AccessLog
 from shipyard.serving.door import Door, limit
@@ -165,7 +166,9 @@ class OnlineApp:
             )
             headers.extend(extra)
         except ShipyardError as exc:
-            status, body, content_type = exc.status, orjson.dumps(_error_body(scope, exc)), JSON
+            # An error can quote a field name or value the caller sent: never PII back out.
+            status, content_type = exc.status, JSON
+            body = orjson.dumps(redact_value(_error_body(scope, exc)))
             if exc.status in (429, 503):
                 wait = str(exc.details.get("retry_after", 1)).encode()
                 headers.append((b"retry-after", wait))

@@ -58,6 +58,10 @@ def build_door(settings: Settings, host: str, registry: Registry | None = None) 
 
 
 def build_app(settings: Settings, names: Sequence[str] = (), host: str = "127.0.0.1") -> OnlineApp:
+    from shipyard.security.logfilter import install
+
+    # PII and secrets never reach a log line, and callers' values cannot forge one.
+    install(["shipyard", "uvicorn.error", "uvicorn.access"])
     monitor = build_monitor(settings) if settings.monitoring else None
     fleet = Fleet(settings, names, poll_s=settings.poll_s, monitor=monitor)
     limits = ServerLimits(
@@ -86,8 +90,10 @@ def build_monitor(settings: Settings) -> Monitor:
 
 def app_factory() -> OnlineApp:
     """What each worker process imports: settings travel in an environment variable."""
+    from shipyard.security.secrets import plain_settings
+
     config = json.loads(os.environ[CONFIG_ENV])
-    settings = Settings.load(config["overrides"])
+    settings = Settings.load(config["overrides"], secrets=plain_settings)
     return build_app(settings, config["names"], config.get("host", "127.0.0.1"))
 
 
