@@ -173,6 +173,22 @@ class RoutingConfig(_Strict):
     )
 
 
+class GuardrailsConfig(_Strict):
+    """Language-model guardrails for deployments that take or produce text."""
+
+    enabled: bool | None = Field(
+        default=None,
+        description="None: on for models with a text input or output; true/false to force.",
+    )
+    policy: dict[str, Literal["block", "flag"]] = Field(
+        default_factory=dict,
+        description="Per violation kind (prompt_injection, secret, pii, exfiltration, ...).",
+    )
+    allowed_hosts: list[str] = Field(
+        default_factory=list, description="Hosts outputs may link to (others: exfiltration)."
+    )
+
+
 class VariantSpec(_Strict):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$", description="Variant name.")
     model: str = Field(description="NAME:VERSION (pinned by the registry at deploy time).")
@@ -189,6 +205,9 @@ class DeploymentSpec(_Strict):
     )
     routing: RoutingConfig = Field(
         default_factory=RoutingConfig, description="Sticky assignment of requests to variants."
+    )
+    guardrails: GuardrailsConfig = Field(
+        default_factory=GuardrailsConfig, description="Checks on text going in and out."
     )
 
     @model_validator(mode="after")

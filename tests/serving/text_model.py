@@ -12,3 +12,13 @@ class TextLength:
 
     def predict(self, batch: pd.DataFrame) -> dict[str, np.ndarray]:
         return {"prediction": np.array([len(t) for t in batch["text"]], dtype=np.int64)}
+
+
+class Echo:
+    """Answers each text back: a stand-in for a language model whose output is text."""
+
+    def load(self, folder: object) -> None:
+        pass
+
+    def predict(self, batch: pd.DataFrame) -> dict[str, np.ndarray]:
+        return {"reply": np.array(list(batch["text"]), dtype=object)}

@@ -450,6 +450,12 @@ class Monitor:
         monitor.seen.append(Seen(time.time(), f"{request_id}~{shadow[0]}", 200,
                                  seconds * 1000.0, 0, batch, shadow_outputs))
 
+    def violation(self, key: Key, kind: str) -> None:
+        """A guardrail flagged or blocked something this variant saw or said."""
+        monitor = self.variants.get(key)
+        if monitor is not None:
+            monitor.metrics.violation(kind)
+
     def shadow_failed(self, deployment: str, variant: str, version: str,
                       exc: BaseException) -> None:
         monitor = self.variants.get((deployment, variant, version))

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +25,7 @@ from shipyard.monitoring.monitor import Monitor, Served
 from shipyard.registry.registry import Registry
 from shipyard.routing import DeploymentSpec, Router
 from shipyard.runtimes.model import Model, load_bundle
+from shipyard.serving import guard
 from shipyard.serving.variant import Variant
 from shipyard.settings import Settings
 
@@ -198,6 +199,9 @@ class Fleet:
                     folder = self.registry.fetch(variant_spec.model)
                     model = load_bundle(folder, trusted_keys=self.settings.trusted_keys)
                 variant = Variant(name, variant_spec.name, variant_spec.role, model, spec.serving)
+                variant.guardrails = guard.build(
+                    spec.guardrails, model.schema, self._violations(name, variant)
+                )
                 variants[variant_spec.name] = variant
                 if not reused:
                     variant.warm()
@@ -218,6 +222,13 @@ class Fleet:
                 inflight=lambda: live.inflight,
             )
         return live
+
+    def _violations(self, name: str, variant: Variant) -> Callable[[str], None]:
+        """Count a guardrail violation in monitoring, with the model version."""
+        def count(kind: str) -> None:
+            if self.monitor is not None:
+                self.monitor.violation((name, variant.name, variant.version), kind)
+        return count
 
     async def _retire(self, live: LiveDeployment) -> None:
         """Stop a replaced revision once its in-flight requests are done (at most 60 s); keep

@@ -35,7 +35,7 @@ from shipyard.monitoring.monitor import Monitor
 from shipyard.monitoring.snapshot import snapshot
 from shipyard.runtimes.base import Outputs
 from shipyard.security.pii import redact_value
-from shipyard.serving import native, openapi, ui, v2
+from shipyard.serving import guard, native, openapi, ui, v2
 from shipyard.serving.accesslog import AccessLog
 from shipyard.serving.door import Door, limit
 from shipyard.serving.fleet import Fleet, LiveDeployment
@@ -448,12 +448,16 @@ class OnlineApp:
         try:
             context["key"] = (live.name, variant.name, variant.version)
             batch = variant.prepare(data)
+            if variant.guardrails is not None:
+                guard.check_inputs(variant.guardrails, variant.model.schema, batch)
             context["rows"] = len(batch)
             context["variant"], context["version"] = variant.name, variant.version
             try:
                 outputs = await variant.predict(batch)
             except (ModelFailure, TimeoutError) as exc:
                 outputs = await self._fallback(live, variant, data, exc, context)
+            if variant.guardrails is not None:
+                outputs = guard.check_outputs(variant.guardrails, variant.model.schema, outputs)
             context["batch"], context["outputs"] = batch, outputs
             if live.router.shadows and not context.get("fallback"):
                 context["shadow"] = (live, data, variant)

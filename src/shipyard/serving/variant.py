@@ -17,6 +17,7 @@ from shipyard.errors import SchemaError
 from shipyard.routing import ServingConfig
 from shipyard.runtimes.base import Outputs
 from shipyard.runtimes.model import Model
+from shipyard.security.guardrails import Guardrails
 from shipyard.serving.batcher import Batcher
 
 
@@ -66,6 +67,7 @@ class Variant:
         self.version = model.version
         self.config = config
         self.outputs_spec = list(model.schema.outputs)
+        self.guardrails: Guardrails | None = None  # set by the fleet for text models
         self.timeout_s = config.timeout_ms / 1000.0
         self.batcher = Batcher(
             self._run,
