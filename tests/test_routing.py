@@ -94,3 +94,22 @@ def test_bad_specs_are_refused_with_the_field(data, needle):
     with pytest.raises(UserError) as info:
         DeploymentSpec.parse(data)
     assert needle in str(info.value)
+
+
+def test_ramping_a_canary_only_moves_new_keys_onto_it() -> None:
+    from shipyard.routing import DeploymentSpec, Router
+
+    def router(weight: float) -> Router:
+        spec = DeploymentSpec.parse({"variants": [
+            {"name": "champion", "model": "m:1", "weight": 100 - weight},
+            {"name": "canary", "model": "m:2", "role": "canary", "weight": weight},
+        ]})
+        return Router(spec, salt="fraud")
+
+    keys = [f"user-{i}" for i in range(20_000)]
+    previous: set[str] = set()
+    for weight in (1, 5, 25, 50, 100):
+        on_canary = {k for k in keys if router(weight).choose(k) == "canary"}
+        assert previous <= on_canary  # nobody already on the canary is moved off it
+        assert abs(len(on_canary) / len(keys) - weight / 100) < 0.02
+        previous = on_canary
