@@ -4,19 +4,35 @@
 typed fields; `to_batch` turns what a caller sends (a DataFrame, an array, records, columns or
 strings) into the layout the model takes, refusing anything the schema does not allow with a
 `SchemaError` that names the field, the row and the rule broken.
+
+Coercion is strict: `true`/`false` is not a number (nor 1 a bool, nor `true` the category 1),
+a string is never parsed as a number (FieldSpec has no option for it), and a value the
+field's dtype cannot hold is refused (rule "dtype_range": 1e39 for float32, 2**40 for int32,
+a whole float or an integer beyond int64) rather than turned into infinity or wrapped.
+
+A null (JSON null, NaN, pandas NA) in a nullable int32/int64/bool field becomes pandas' nullable
+dtype (Int32, Int64, boolean) with <NA> in the "frame" layout, in a batch that has a null (one
+without stays a NumPy column). NumPy integer and bool arrays cannot hold a null, so the "array"
+layout and shaped fields refuse it (rule "nullable") rather than cast NaN to an arbitrary
+integer. Strings are at most `MAX_STRING_CHARS` characters (413, rule "string_length").
+
+`check_json_limits` bounds a decoded request body (nesting depth, string length) before any of
+this runs.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from itertools import chain, compress
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from shipyard.bundle.manifest import DType, FieldSpec, Schema
-from shipyard.errors import SchemaError
+from shipyard.errors import PayloadTooLargeError, SchemaError, UserError
 
 MAX_INFERRED_CATEGORIES = 32
 ARRAY_FIELD = "input"
@@ -131,19 +147,109 @@ def infer_outputs(
 
 # -- enforcement ------------------------------------------------------------------------------
 
+# Limits on a decoded request before any schema is consulted (`check_json_limits`), and on every
+# string value `to_batch` takes. The manifest has no per-field string limit (a field's
+# `maximum` bounds numbers only), so one limit holds for every string.
+MAX_JSON_DEPTH = 32
+MAX_STRING_CHARS = 1_000_000
+
+_NULL_TYPES = frozenset({type(None), type(pd.NA)})
+_IS_STR = frozenset({str}).__contains__
+_IS_LIST = frozenset({list}).__contains__
+_IS_DICT = frozenset({dict}).__contains__
+
+
+def _string_limit(longest: int, limit: int) -> None:
+    if longest > limit:
+        raise PayloadTooLargeError(
+            f"A string in the body has {longest} characters. The limit is {limit}.",
+            hint="Send shorter text, or split it across requests.",
+            rule="string_length",
+        )
+
+
+def _children(lists: list[Any], dicts: list[Any]) -> Iterator[Any]:
+    return chain(chain.from_iterable(lists), chain.from_iterable(map(dict.values, dicts)))
+
+
+def _of_type(test: Callable[[type], bool], lists: list[Any], dicts: list[Any]) -> Iterator[Any]:
+    """The children whose type passes `test`, filtered at C speed (two walks, no copies)."""
+    return compress(_children(lists, dicts), map(test, map(type, _children(lists, dicts))))
+
+
+def check_json_limits(
+    document: Any, *, max_depth: int = MAX_JSON_DEPTH, max_string: int = MAX_STRING_CHARS
+) -> None:
+    """Refuse a decoded JSON document that nests more than `max_depth` arrays and objects
+    (400, rule "depth") or holds a key or string longer than `max_string` characters (413,
+    rule "string_length"). The messages give sizes, never content.
+
+    The walk goes level by level with C-level iterators, so a large flat tensor costs a few
+    passes over its elements and no copy of them."""
+    lists: list[Any] = [document] if type(document) is list else []
+    dicts: list[Any] = [document] if type(document) is dict else []
+    if type(document) is str:
+        _string_limit(len(document), max_string)
+    depth = 0
+    while lists or dicts:
+        depth += 1
+        if depth > max_depth:
+            raise UserError(
+                f"The JSON body nests arrays and objects more than {max_depth} levels deep.",
+                hint="Send flat records or rectangular arrays.",
+                rule="depth",
+            )
+        if dicts:
+            keys = compress(
+                chain.from_iterable(dicts), map(_IS_STR, map(type, chain.from_iterable(dicts)))
+            )
+            _string_limit(max(map(len, keys), default=0), max_string)
+        kinds = set(map(type, _children(lists, dicts)))
+        if str in kinds:
+            _string_limit(max(map(len, _of_type(_IS_STR, lists, dicts))), max_string)
+        lists, dicts = (
+            list(_of_type(_IS_LIST, lists, dicts)) if list in kinds else [],
+            list(_of_type(_IS_DICT, lists, dicts)) if dict in kinds else [],
+        )
+
 
 def _shown(names: Sequence[str], limit: int = 20) -> str:
     more = f" and {len(names) - limit} more" if len(names) > limit else ""
     return ", ".join(names[:limit]) + more
 
 
-def _fail(field: str, row: int | None, rule: str, message: str, hint: str) -> SchemaError:
+def _fail(
+    field: str,
+    row: int | None,
+    rule: str,
+    message: str,
+    hint: str,
+    error: type[UserError] = SchemaError,
+) -> UserError:
     # Field names can come from the caller: never echo more than a short prefix back.
     field = field if len(field) <= 64 else field[:64] + "…"
     where = f" at row {row}" if row is not None else ""
-    return SchemaError(
-        f"Field {field!r}{where}: {message}", hint=hint, field=field, row=row, rule=rule
-    )
+    return error(f"Field {field!r}{where}: {message}", hint=hint, field=field, row=row, rule=rule)
+
+
+def _fail_where(spec: FieldSpec, bad: np.ndarray, rule: str, message: str, hint: str) -> None:
+    """Refuse when `bad` (rows x elements) flags anything, naming the first row flagged."""
+    rows = np.flatnonzero(bad.any(axis=1)) if bad.ndim > 1 else np.flatnonzero(bad)
+    if rows.size:
+        raise _fail(spec.name, int(rows[0]), rule, message, hint)
+
+
+def _describe(value: Any) -> str:
+    """What kind of value a caller sent, in JSON words; never the value itself."""
+    if isinstance(value, bool | np.bool_):
+        return "true/false"
+    if isinstance(value, str | bytes):
+        return "a string"
+    if isinstance(value, Mapping):
+        return "an object"
+    if isinstance(value, list | tuple | np.ndarray):
+        return "an array"
+    return f"a {type(value).__name__}"
 
 
 def _within(spec: FieldSpec, values: np.ndarray) -> bool:
@@ -215,54 +321,287 @@ def _check_numeric(spec: FieldSpec, values: np.ndarray, allow_nan: bool) -> None
             )
 
 
-def _column(spec: FieldSpec, raw: Any, rows: int, allow_nan: bool) -> Any:
-    """Convert and check one column of `rows` values."""
-    if spec.dtype in ("string", "category"):
-        values = list(raw)
-        for row, value in enumerate(values):
-            if value is None or (isinstance(value, float) and math.isnan(value)):
-                if not spec.nullable:
-                    raise _fail(
-                        spec.name,
-                        row,
-                        "nullable",
-                        "a null value is not allowed.",
-                        "Send a value, or declare the field nullable.",
-                    )
-                continue
-            if spec.dtype == "string" and not isinstance(value, str):
+def _is_null(value: Any) -> bool:
+    return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
+
+
+def _category_key(value: Any) -> tuple[str, Any] | None:
+    """What a category value is compared by: its `_plain` form and whether it is a bool, so
+    `true` never matches the category 1 (nor 1 the category true), as `True == 1` would."""
+    if isinstance(value, list | tuple | dict | np.ndarray):
+        return None
+    plain = _plain(value)
+    return ("bool" if isinstance(plain, bool) else type(plain).__name__, plain)
+
+
+def _text_column(spec: FieldSpec, raw: Any) -> pd.Series:
+    values = list(raw)
+    if set(map(type, values)) <= {str}:
+        # The common case, plain strings and no nulls: judged with set operations.
+        known = spec.categories is None or {
+            c for c in spec.categories if type(c) is str
+        }.issuperset(values)
+        short = spec.dtype != "string" or max(map(len, values), default=0) <= MAX_STRING_CHARS
+        if known and short:
+            return pd.Series(values, dtype=object)
+        # Else the loop below names the first row that breaks a rule, and the rule.
+    allowed = None if spec.categories is None else {_category_key(c) for c in spec.categories}
+    for row, value in enumerate(values):
+        if _is_null(value):
+            if not spec.nullable:
+                raise _fail(
+                    spec.name,
+                    row,
+                    "nullable",
+                    "a null value is not allowed.",
+                    "Send a value, or declare the field nullable.",
+                )
+            continue
+        if spec.dtype == "string":
+            if not isinstance(value, str):
                 raise _fail(
                     spec.name,
                     row,
                     "type",
-                    f"got {type(value).__name__}, expected a string.",
+                    f"got {_describe(value)}, expected a string.",
                     "Quote the value.",
                 )
-            if spec.categories is not None and _plain(value) not in spec.categories:
-                shown = ", ".join(map(str, spec.categories[:10]))
+            if len(value) > MAX_STRING_CHARS:
                 raise _fail(
                     spec.name,
                     row,
-                    "categories",
-                    f"the value is not an allowed category (allowed: {shown}).",
-                    "Send one of the allowed values.",
+                    "string_length",
+                    f"the string has {len(value)} characters. The limit is {MAX_STRING_CHARS}.",
+                    "Send shorter text, or split it across requests.",
+                    PayloadTooLargeError,
                 )
-        return pd.Series(values, dtype=object)
-    numpy_dtype = NUMPY_DTYPES[spec.dtype]
-    if not isinstance(raw, np.ndarray | pd.Series):
-        raw = _python_values(spec, list(raw))
-    try:
-        array = np.asarray(raw)
-        if array.dtype.kind not in "fiub" or (spec.dtype == "bool") != (array.dtype.kind == "b"):
-            raise TypeError
-    except (TypeError, ValueError):
+        if allowed is not None and _category_key(value) not in allowed:
+            shown = ", ".join(map(str, spec.categories[:10]))  # type: ignore[index]
+            raise _fail(
+                spec.name,
+                row,
+                "categories",
+                f"the value is not an allowed category (allowed: {shown}).",
+                "Send one of the allowed values.",
+            )
+    return pd.Series(values, dtype=object)
+
+
+def _leaf_ok(spec: FieldSpec, kind: type) -> bool:
+    """Whether a Python value of type `kind` may stand for one element of `spec`."""
+    if issubclass(kind, bool | np.bool_):
+        return spec.dtype == "bool"
+    return spec.dtype != "bool" and issubclass(kind, int | float | np.integer | np.floating)
+
+
+def _flatten(spec: FieldSpec, values: list[Any]) -> tuple[list[int], list[Any], set[type]]:
+    """Nested lists to (dims, row-major leaves, leaf types), refusing ragged nesting."""
+    level, dims = values, [len(values)]
+    while True:
+        kinds = set(map(type, level))
+        if np.ndarray in kinds or tuple in kinds:
+            level = [
+                v.tolist() if type(v) is np.ndarray else list(v) if type(v) is tuple else v
+                for v in level
+            ]
+            kinds = set(map(type, level))
+        if list not in kinds:
+            return dims, level, kinds
+        if kinds != {list} or len(set(map(len, level))) != 1:
+            # The first value unlike the first one: a list among numbers, or another length.
+            first = level[0]
+            size = len(first) if type(first) is list else -1
+            index = next(
+                i
+                for i, v in enumerate(level)
+                if (type(v) is list) != (size >= 0) or (size >= 0 and len(v) != size)
+            )
+            raise _fail(
+                spec.name,
+                index // max(1, math.prod(dims[1:])),
+                "shape",
+                f"the nested values are not rectangular; expected the shape {spec.shape}.",
+                "Send one value of the declared shape per row.",
+            )
+        dims.append(len(level[0]))
+        level = list(chain.from_iterable(level))
+
+
+# Python types that `_from_python` turns into an array without looking further.
+_FAST_KINDS = {
+    "float32": frozenset({int, float}),
+    "float64": frozenset({int, float}),
+    "int32": frozenset({int}),
+    "int64": frozenset({int}),
+    "bool": frozenset({bool}),
+}
+_FAST_DTYPES: dict[str, type[np.generic]] = {
+    "float32": np.float64,
+    "float64": np.float64,
+    "int32": np.int64,
+    "int64": np.int64,
+    "bool": np.bool_,
+}
+
+
+def _from_python(spec: FieldSpec, values: list[Any]) -> tuple[np.ndarray, np.ndarray | None]:
+    """JSON-like values to an array, type by type: bools are not numbers, strings are not
+    parsed, and a value outside the dtype is refused, not wrapped or rounded to infinity.
+    Returns the array and, for nulls in an integer or bool field, a mask of null rows."""
+    kinds = set(map(type, values))
+    if not spec.shape and kinds and kinds <= _FAST_KINDS[spec.dtype]:
+        # The common case, one plain JSON scalar per row, in one NumPy call.
+        with contextlib.suppress(OverflowError):  # a Python int beyond the dtype: judged below
+            return np.array(values, dtype=_FAST_DTYPES[spec.dtype]), None
+    nulls = None
+    if not _NULL_TYPES.isdisjoint(kinds):
+        nulls = np.fromiter((v is None or v is pd.NA for v in values), bool, len(values))
+        row = int(np.argmax(nulls))
+        if not spec.nullable:
+            raise _fail(
+                spec.name,
+                row,
+                "nullable",
+                "a null value is not allowed.",
+                "Send a value, or declare the field nullable.",
+            )
+        if spec.shape:
+            raise _fail(
+                spec.name,
+                row,
+                "nullable",
+                f"a null cannot stand for a value of shape {spec.shape}.",
+                "Send the whole value; only scalar fields take nulls.",
+            )
+        fill = math.nan if spec.dtype.startswith("float") else False if spec.dtype == "bool" else 0
+        values = [fill if null else v for v, null in zip(values, nulls, strict=True)]
+    dims, leaves, kinds = _flatten(spec, values)
+    per_row = max(1, math.prod(dims[1:]))
+    bad = {kind for kind in kinds if not _leaf_ok(spec, kind)}
+    if bad:
+        index = next(i for i, v in enumerate(leaves) if type(v) in bad)
+        value = leaves[index]
+        if type(value) in _NULL_TYPES:
+            raise _fail(
+                spec.name,
+                index // per_row,
+                "nullable",
+                "a null inside an array value is not allowed.",
+                "Send numbers only; only scalar fields take nulls.",
+            )
         raise _fail(
             spec.name,
-            None,
+            index // per_row,
             "type",
-            f"got non-numeric values, expected {spec.dtype}.",
-            f"Send {spec.dtype} values.",
+            f"got {_describe(value)}, expected {spec.dtype}.",
+            "Send the number without quotes."
+            if isinstance(value, str)
+            else f"Send a {spec.dtype} value.",
+        )
+    if spec.dtype == "bool":
+        return np.array(leaves, dtype=np.bool_).reshape(dims), nulls
+    if spec.dtype.startswith("float") or not kinds <= {int}:
+        try:
+            array = np.array(leaves, dtype=np.float64)
+        except OverflowError:  # a Python int beyond any double
+            index = next(i for i, v in enumerate(leaves) if not _fits_float(v))
+            raise _fail(
+                spec.name,
+                index // per_row,
+                "dtype_range",
+                f"the value overflows {spec.dtype}.",
+                "Send a smaller number.",
+            ) from None
+        if spec.dtype.startswith("float") or all(
+            abs(int(v)) <= 2**53 for v in leaves if isinstance(v, int | np.integer)
+        ):
+            # Every integer is exact as a double: `_column` judges the floats (whole, finite,
+            # in range; NaN is a null) as it does for a float array.
+            return array.reshape(dims), nulls
+        # Integers beyond 2**53 among floats: every float must be whole, then all go exactly.
+        _fail_where(
+            spec,
+            (~np.isfinite(array) | (array != np.trunc(array))).reshape(dims[0], -1),
+            "type",
+            "got fractional or non-finite values, expected an integer.",
+            "Send whole numbers.",
+        )
+        leaves = [int(v) for v in leaves]
+    try:
+        return np.array(leaves, dtype=np.int64).reshape(dims), nulls
+    except OverflowError:  # a Python int beyond int64
+        index = next(i for i, v in enumerate(leaves) if not _fits_int64(v))
+        raise _fail(
+            spec.name,
+            index // per_row,
+            "dtype_range",
+            f"the value overflows {spec.dtype}.",
+            "Send a smaller number.",
         ) from None
+
+
+def _fits_float(value: Any) -> bool:
+    try:
+        float(value)
+    except OverflowError:
+        return False
+    return True
+
+
+def _fits_int64(value: Any) -> bool:
+    low, high = INT_LIMITS["int64"]
+    return low <= int(value) <= high
+
+
+def _numeric_values(spec: FieldSpec, raw: Any) -> tuple[np.ndarray, np.ndarray | None]:
+    """The numbers of a column as a NumPy array of kind b, i, u or f, and a mask of the rows
+    that are null where the array cannot say so itself (integers, bools)."""
+    if isinstance(raw, pd.DataFrame):  # a frame with the column name twice
+        raw = raw.to_numpy()
+    if isinstance(raw, pd.Series | pd.Index | pd.api.extensions.ExtensionArray):
+        dtype = raw.dtype
+        if (
+            pd.api.types.is_extension_array_dtype(dtype)
+            and getattr(dtype, "kind", "O") in "iufb"
+            and getattr(dtype, "numpy_dtype", None) is not None
+        ):
+            # pandas' nullable dtypes (Int64, boolean, Float64): keep the mask, not a NaN cast.
+            mask = np.asarray(raw.isna(), dtype=bool)
+            fill: Any = math.nan if dtype.kind == "f" else False if dtype.kind == "b" else 0
+            array = np.asarray(raw.to_numpy(dtype=dtype.numpy_dtype, na_value=fill))
+            return array, (mask if mask.any() and dtype.kind != "f" else None)
+        raw = raw.to_numpy()
+    if isinstance(raw, np.ndarray):
+        if raw.dtype.kind in "biuf":
+            return raw, None
+        if raw.dtype.kind != "O" or raw.ndim == 0:
+            raise _fail(
+                spec.name,
+                0 if raw.ndim and len(raw) else None,
+                "type",
+                f"got {raw.dtype} values, expected {spec.dtype}.",
+                f"Send {spec.dtype} values.",
+            )
+        raw = raw.tolist()
+    return _from_python(spec, list(raw))
+
+
+def _column(spec: FieldSpec, raw: Any, rows: int, allow_nan: bool, frame: bool = True) -> Any:
+    """Convert and check one column of `rows` values; `frame` says whether the column goes
+    into a DataFrame, where a nullable integer or bool field can carry a null."""
+    if spec.dtype in ("string", "category"):
+        return _text_column(spec, raw)
+    numpy_dtype = NUMPY_DTYPES[spec.dtype]
+    array, nulls = _numeric_values(spec, raw)
+    if (spec.dtype == "bool") != (array.dtype.kind == "b"):
+        raise _fail(
+            spec.name,
+            0 if array.ndim and len(array) else None,
+            "type",
+            f"got {'true/false' if array.dtype.kind == 'b' else 'numeric'} values, "
+            f"expected {spec.dtype}.",
+            f"Send {spec.dtype} values.",
+        )
     expected = (rows, *spec.shape)
     if array.ndim != len(expected) or any(
         e not in (-1, a) for e, a in zip(expected, array.shape, strict=False)
@@ -274,53 +613,93 @@ def _column(spec: FieldSpec, raw: Any, rows: int, allow_nan: bool) -> Any:
             f"got shape {list(array.shape[1:])} per row, expected {spec.shape}.",
             "Send one value of the declared shape per row.",
         )
-    if array.dtype.kind == "f" and spec.dtype.startswith("int"):
-        finite = array[np.isfinite(array)]
-        if (finite != np.round(finite)).any():
-            raise _fail(
-                spec.name,
-                None,
+    if nulls is None and (
+        array.dtype.kind == "b"
+        or spec.dtype.startswith("float")
+        or (array.dtype.kind in "iu" and np.can_cast(array.dtype, numpy_dtype))
+    ):
+        # Fast path: no dtype can overflow; two reductions show all finite and in bounds.
+        with np.errstate(invalid="ignore"):
+            if _within(spec, array):
+                return array.astype(numpy_dtype, copy=False)
+    # Every check runs on doubles: float16 and float32 cannot even hold some limits and bounds.
+    # A signalling NaN (raw binary tensors can hold one) turns quiet here, without a warning.
+    with np.errstate(invalid="ignore"):
+        floats = array if array.dtype == np.float64 else array.astype(np.float64)
+    flat = floats.reshape(len(floats), -1)
+    if spec.dtype.startswith("int"):
+        low, high = INT_LIMITS[spec.dtype]
+        over: np.ndarray | None = None
+        if array.dtype.kind == "f":
+            nan = np.isnan(flat)
+            _fail_where(
+                spec, np.isinf(flat), "finite", "infinity is not allowed.", "Send a finite number."
+            )
+            _fail_where(
+                spec,
+                (flat != np.trunc(flat)) & ~nan,
                 "type",
                 "got fractional values, expected an integer.",
                 "Send whole numbers.",
             )
-    _check_numeric(
-        spec, array.astype(np.float64, copy=False) if array.dtype.kind != "f" else array, allow_nan
-    )
-    return array.astype(numpy_dtype, copy=False)
+            # float(high) + 1 is exactly 2**31 or 2**63, the first value that overflows; NaN
+            # compares False and is a null, judged below.
+            over = (flat < low) | (flat >= float(high) + 1)
+        elif not np.can_cast(array.dtype, numpy_dtype):  # exact, on the integers themselves
+            exact = array.reshape(len(array), -1)
+            over = (exact < low) | (exact > high)
+        if over is not None:
+            _fail_where(
+                spec,
+                over,
+                "dtype_range",
+                f"the value overflows {spec.dtype}.",
+                f"Send whole numbers from {low} to {high}.",
+            )
+    if nulls is not None:
+        floats = floats.copy() if floats is array else floats
+        floats[nulls] = math.nan
+    _check_numeric(spec, floats, allow_nan)
+    if spec.dtype.startswith("float"):
+        return array.astype(numpy_dtype, copy=False)
+    if array.dtype.kind == "f":
+        nan_rows = np.isnan(flat).any(axis=1)
+        if nan_rows.any():
+            nulls = nan_rows if nulls is None else nulls | nan_rows
+            array = np.where(np.isnan(array), 0, array)
+    if nulls is None or not nulls.any():
+        return array.astype(numpy_dtype, copy=False)
+    # Reached only when the field is nullable and nulls are allowed (`_check_numeric`).
+    row = int(np.argmax(nulls))
+    if spec.shape:
+        raise _fail(
+            spec.name,
+            row,
+            "nullable",
+            f"a {spec.dtype} value of shape {spec.shape} cannot hold a null or NaN.",
+            "Send numbers only; only scalar fields take nulls.",
+        )
+    if not frame:
+        raise _fail(
+            spec.name,
+            row,
+            "nullable",
+            f"the model takes a NumPy {spec.dtype} array, which cannot hold a null or NaN.",
+            "Send a number, or declare the field as a float to pass NaN for missing values.",
+        )
+    values: np.ndarray = array.astype(numpy_dtype, copy=False).reshape(-1)
+    if spec.dtype == "bool":
+        return pd.arrays.BooleanArray(values, nulls)
+    return pd.arrays.IntegerArray(values, nulls)
 
 
-def _python_values(spec: FieldSpec, values: list[Any]) -> list[Any]:
-    """Check JSON-like scalars one by one: JSON has no NaN, bools are not numbers."""
-    for row, value in enumerate(values):
-        if value is None:
-            if not spec.nullable or not spec.dtype.startswith("float"):
-                raise _fail(
-                    spec.name,
-                    row,
-                    "nullable",
-                    "a null value is not allowed.",
-                    "Send a value, or declare the field nullable.",
-                )
-        elif isinstance(value, bool) != (spec.dtype == "bool") and not isinstance(value, list):
-            raise _fail(
-                spec.name,
-                row,
-                "type",
-                f"got {type(value).__name__}, expected {spec.dtype}.",
-                f"Send a {spec.dtype} value.",
-            )
-        elif isinstance(value, str):
-            raise _fail(
-                spec.name,
-                row,
-                "type",
-                f"got a string, expected {spec.dtype}.",
-                "Send the number without quotes.",
-            )
-    if spec.nullable and any(v is None for v in values):
-        return [math.nan if v is None else v for v in values]
-    return values
+def _length(column: Any) -> int:
+    """The rows of one column of a column mapping; -1 for what is not a column."""
+    if isinstance(column, np.ndarray):
+        return len(column) if column.ndim else -1
+    if isinstance(column, Sequence) and not isinstance(column, str | bytes):
+        return len(column)
+    return -1
 
 
 def _columns_from(data: Any, schema: Schema) -> tuple[dict[str, Any], int]:
@@ -335,7 +714,8 @@ def _columns_from(data: Any, schema: Schema) -> tuple[dict[str, Any], int]:
                 "the column is missing.",
                 f"Send all of: {_shown(names)}.",
             )
-        return {n: data[n].to_numpy() for n in names}, len(data)
+        # Series, not arrays: pandas' nullable dtypes keep their mask for `_column`.
+        return {n: data[n] for n in names}, len(data)
     if isinstance(data, Mapping):
         unknown = [k for k in data if k not in names]
         if unknown:
@@ -355,9 +735,7 @@ def _columns_from(data: Any, schema: Schema) -> tuple[dict[str, Any], int]:
                 "the field is missing.",
                 f"Send all of: {_shown(names)}.",
             )
-        lengths = {
-            len(data[n]) if isinstance(data[n], Sequence | np.ndarray) else -1 for n in names
-        }
+        lengths = {_length(data[n]) for n in names}
         if len(lengths) != 1 or -1 in lengths:
             raise SchemaError(
                 "Columns have different lengths or are not lists.",
@@ -412,10 +790,9 @@ def to_batch(
         and not (isinstance(data, list) and data and isinstance(data[0], Mapping))
     ):
         spec = schema.inputs[0]
-        array = np.asarray(data) if not isinstance(data, np.ndarray) else data
-        rows = len(array) if array.ndim else 0
+        rows = len(data) if not isinstance(data, np.ndarray) or data.ndim else 0
         _limit(rows, max_rows)
-        return _column(spec, array, rows, allow_nan)
+        return _column(spec, data, rows, allow_nan, frame=False)
     if (
         schema.layout == "text"
         and isinstance(data, Sequence)
@@ -426,7 +803,8 @@ def to_batch(
         return list(_column(schema.inputs[0], data, len(data), allow_nan))
     columns, rows = _columns_from(data, schema)
     _limit(rows, max_rows)
-    converted = {s.name: _column(s, columns[s.name], rows, allow_nan) for s in schema.inputs}
+    frame = schema.layout == "frame"
+    converted = {s.name: _column(s, columns[s.name], rows, allow_nan, frame) for s in schema.inputs}
     if schema.layout == "array":
         return converted[schema.inputs[0].name]
     if schema.layout == "text":

@@ -499,10 +499,11 @@ def _numbers(spec: FieldSpec, tensor: Tensor) -> np.ndarray:
         return data.astype(spec.dtype)
     limits = INT_LIMITS.get(spec.dtype)
     if limits is not None and kind in "iuf" and data.size:
-        # to_batch casts with astype, which wraps silently: refuse here what would wrap.
+        # A tensor rule ("range"); to_batch would refuse the same values as "dtype_range".
         low, high = limits
         if kind == "f":  # compared as doubles: FP16 cannot even hold the limits
-            wide = data.astype(np.float64, copy=False)
+            with np.errstate(invalid="ignore"):  # a signalling NaN turns quiet, no warning
+                wide = data.astype(np.float64, copy=False)
             outside = (wide >= float(high) + 1) | (wide < low)
         else:
             outside = (data > high) | (data < low)
