@@ -757,7 +757,7 @@ def rollout_explain(ctx: Context, name: str) -> None:
     from shipyard.rollout import manage
 
     with ctx.registry() as registry:
-        console.print(manage.why(registry, name))
+        console.print(manage.why(registry, name), markup=False, highlight=False)
 
 
 @rollout.command("report")

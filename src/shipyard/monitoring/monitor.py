@@ -347,6 +347,7 @@ class Monitor:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        self._flushing = threading.Lock()
         self._last_alerts = 0.0
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -492,7 +493,12 @@ class Monitor:
                 log.exception("monitor flush failed")
 
     def flush(self, now: float | None = None) -> None:
-        now = time.time() if now is None else now
+        """Process everything gathered; one flush at a time, so a caller that flushes (the
+        feedback route, the controller) returns only once every request so far is handed on."""
+        with self._flushing:
+            self._flush(time.time() if now is None else now)
+
+    def _flush(self, now: float) -> None:
         with self._lock:
             monitors = list(self.variants.values())
         self._flush_pairs()

@@ -78,7 +78,9 @@ class Traffic:
         bucket.latencies_ms.append(latency_ms)
 
     def window(self, now: float, seconds: float) -> Iterable[TrafficBucket]:
-        return [b for b in self.buckets if b.start > now - seconds - self.bucket_s]
+        """The buckets that began in the last `seconds` (none for a zero-length window: a
+        rollout step's first look must not count traffic from before the step)."""
+        return [b for b in self.buckets if b.start >= now - seconds]
 
     def figures(self, now: float, seconds: float) -> dict[str, float | None]:
         """Rates and latency quantiles over the last `seconds` (None where nothing was seen).
