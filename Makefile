@@ -36,6 +36,9 @@ bench: $(STAMP)
 bench-serving: $(STAMP)
 	$(PY) bench/serving/run.py
 
+bench-drift: $(STAMP)
+	$(PY) bench/drift/run.py
+
 bench-monitoring: $(STAMP)
 	$(PY) bench/monitoring/run.py
 
