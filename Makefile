@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint pytest bench bench-serving bench-monitoring clean
+.PHONY: demo test lint pytest bench bench-serving bench-monitoring bench-drift clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)

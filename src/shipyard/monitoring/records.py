@@ -7,12 +7,23 @@ and only there, so no path can store an input unredacted) and writes them in bat
 `RecordSink` (`recordstore.py`'s `RecordStore`). `flush()` and `close()` drain everything
 submitted before them. A failing write is retried with backoff, then logged and counted,
 never raised: monitoring must not take the server down.
+
+The writer shares the server's core, so a record must cost little there (a few microseconds
+on top of the database's insert; bench/monitoring/records_micro.py measures it). When every
+field's policy is keep, a record's inputs and outputs go to orjson as served (NumPy arrays
+natively, NaN and infinity as null), with no per-value Python conversion; only a value orjson
+cannot write on its own goes through `plain`, and a record orjson refuses as a whole (a lone
+surrogate, an integer over 64 bits, a non-string key) takes the slower path through
+`rows_of`, `plain` and `json`, which stores the same JSON values. Redacting policies always
+take that path: a hash must see exactly the canonical value. Rows reach the sink as tuples in
+`RECORD_COLUMNS` order.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import random
 import threading
 import time
@@ -31,6 +42,7 @@ from shipyard.bundle.schema import ARRAY_FIELD, TEXT_FIELD
 from shipyard.monitoring.recordstore import (
     MAX_REQUEST_ID,
     PredictionRecord,
+    RecordRow,
     RecordStore,
 )
 from shipyard.monitoring.redact import Redactor, load_key, plain
@@ -38,10 +50,17 @@ from shipyard.registry.database import Database
 from shipyard.routing import MonitoringConfig, RecordsConfig
 from shipyard.settings import Settings
 
+try:  # the serve extra's dependency; without it records are written with json, more slowly
+    import orjson
+except ImportError:  # pragma: no cover - the server always has it
+    orjson = None  # type: ignore[assignment]
+
 log = logging.getLogger("shipyard.monitoring.records")
 
-INTERVAL_S = 0.5
-BATCH_SIZE = 1000
+# One transaction a second: at thousands of requests a second, each commit (and SQLite's WAL
+# checkpoint behind it) is shared by thousands of records.
+INTERVAL_S = 1.0
+BATCH_SIZE = 5000
 MAX_PENDING = 100_000
 RETRIES = 3
 BACKOFF_S = 0.2
@@ -80,10 +99,65 @@ def _json(value: Any) -> str:
     return json.dumps(value, ensure_ascii=True, allow_nan=False, separators=(",", ":"))
 
 
-class RecordSink(Protocol):
-    """Where the writer puts stored rows (`recordstore.RecordStore`)."""
+def raw_rows(batch: Any) -> list[dict[str, Any]]:
+    """The batch as row dicts keyed by input field name, values as served (for orjson).
 
-    def write(self, rows: Sequence[Mapping[str, Any]]) -> None: ...
+    The same rows as `rows_of`, without converting each value: NumPy rows and scalars stay
+    as they are. Layouts other than arrays, frames and texts go through `rows_of`.
+    """
+    if isinstance(batch, np.ndarray):
+        if batch.ndim == 0:
+            return [{ARRAY_FIELD: batch}]
+        return [{ARRAY_FIELD: row} for row in batch]
+    if isinstance(batch, pd.DataFrame):
+        # One conversion for the whole frame: numeric blocks become Python numbers, anything
+        # else stays the object it is (a Timestamp, <NA>, an array of a shaped field).
+        names = [str(name) for name in batch.columns]
+        return [dict(zip(names, row, strict=True))
+                for row in batch.to_numpy(dtype=object).tolist()]
+    if isinstance(batch, list) and all(type(item) is str for item in batch):
+        return [{TEXT_FIELD: item} for item in batch]
+    return rows_of(batch)
+
+
+if orjson is not None:
+    _ORJSON_OPTIONS = (
+        orjson.OPT_SERIALIZE_NUMPY
+        # These go to `_default`, so that they are stored as `plain` stores them.
+        | orjson.OPT_PASSTHROUGH_DATETIME
+        | orjson.OPT_PASSTHROUGH_DATACLASS
+    )
+    _ORJSON_REFUSED: tuple[type[Exception], ...] = (orjson.JSONEncodeError,)
+
+    def _default(value: Any) -> Any:
+        # What orjson does not write itself: a non-contiguous or object array, bytes, a
+        # Timestamp, <NA>... as `plain` makes it.
+        if isinstance(value, np.ndarray):
+            return value.tolist()
+        return plain(value)
+
+    def _dumps(value: Any) -> str:
+        return orjson.dumps(value, option=_ORJSON_OPTIONS, default=_default).decode()
+else:  # pragma: no cover
+    _ORJSON_REFUSED = ()
+
+    def _dumps(value: Any) -> str:
+        return _json(plain(value))
+
+
+def _text(value: Any) -> str:
+    """JSON text of plain values: orjson where it can, json where it refuses (surrogates)."""
+    try:
+        return _dumps(value)
+    except _ORJSON_REFUSED:
+        return _json(value)
+
+
+class RecordSink(Protocol):
+    """Where the writer puts stored rows (`recordstore.RecordStore`): tuples in
+    `RECORD_COLUMNS` order, `time` a UTC datetime, `inputs` and `outputs` JSON text."""
+
+    def write(self, rows: Sequence[RecordRow]) -> None: ...
 
     def purge(self, deployment: str, before: datetime) -> tuple[int, int]: ...
 
@@ -136,6 +210,7 @@ class RecordWriter:
         self._backoff_s = backoff_s
         self._purge_every_s = purge_every_s
         self._last_purge = 0.0
+        self._valid_names: set[str] = set()  # deployment names already checked
         self._closed = False
         self._wake = threading.Event()
         self._stopping = threading.Event()
@@ -235,7 +310,7 @@ class RecordWriter:
 
     def _drain(self) -> None:
         with self._drain_lock:
-            batch: list[dict[str, Any]] = []
+            batch: list[RecordRow] = []
             while True:
                 try:
                     item = self._queue.popleft()
@@ -254,33 +329,57 @@ class RecordWriter:
                     batch = []
             self._write(batch)
 
-    def _row(self, record: PredictionRecord) -> dict[str, Any] | None:
+    def _row(self, record: PredictionRecord) -> RecordRow | None:
         try:
             request_id = record.request_id
             if not isinstance(request_id, str) or not 0 < len(request_id) <= MAX_REQUEST_ID:
                 raise ValueError(f"request id must be 1 to {MAX_REQUEST_ID} characters")
-            if not NAME_PATTERN.fullmatch(record.deployment):
-                raise ValueError(f"deployment {record.deployment[:80]!r} is not a valid name")
-            latency = plain(float(record.latency_ms))
-            return {
-                "deployment": record.deployment,
-                "request_id": request_id,
-                "time": datetime.fromtimestamp(record.time, UTC),
-                "variant": record.variant,
-                "model": record.model,
-                "version": record.version,
-                "latency_ms": latency,
-                "rows": int(record.rows),
-                "inputs": _json(self.redactor.rows(rows_of(record.inputs))),
-                "outputs": _json(plain(dict(record.outputs or {}))),
-            }
+            deployment = record.deployment
+            if deployment not in self._valid_names:
+                if not NAME_PATTERN.fullmatch(deployment):
+                    raise ValueError(f"deployment {deployment[:80]!r} is not a valid name")
+                if len(self._valid_names) < 1000:
+                    self._valid_names.add(deployment)
+            latency: float | None = float(record.latency_ms)
+            if not math.isfinite(latency):  # type: ignore[arg-type]
+                latency = None
+            return (
+                deployment,
+                request_id,
+                datetime.fromtimestamp(record.time, UTC),
+                record.variant,
+                record.model,
+                record.version,
+                latency,
+                int(record.rows),
+                self._inputs(record.inputs),
+                self._outputs(record.outputs),
+            )
         except Exception as exc:  # noqa: BLE001 - one odd record must not stop the others
             self.stats.rejected += 1
             log.warning("prediction records of %s: skipped a record that cannot be stored "
                         "(%s: %s)", self.deployment, type(exc).__name__, exc)
             return None
 
-    def _write(self, rows: list[dict[str, Any]]) -> None:
+    def _inputs(self, batch: Any) -> str:
+        redactor = self.redactor  # one read: reconfigure() swaps the attribute
+        if redactor.identity and orjson is not None:
+            try:
+                return _dumps(raw_rows(batch))
+            except Exception:  # noqa: BLE001, S110 - the plain path below stores it, or says why
+                pass
+        return _text(redactor.rows(rows_of(batch)))
+
+    def _outputs(self, outputs: Mapping[str, Any] | None) -> str:
+        values = dict(outputs or {})
+        if orjson is not None:
+            try:
+                return _dumps(values)
+            except Exception:  # noqa: BLE001, S110 - as for inputs
+                pass
+        return _text(plain(values))
+
+    def _write(self, rows: list[RecordRow]) -> None:
         if not rows:
             return
         for attempt in range(self._retries + 1):

@@ -1,7 +1,10 @@
 """Where prediction records and feedback are kept: the tables, the files and `RecordStore`.
 
-Records go to the registry's database (one executemany per batch) or to one Parquet file per
-flush, written atomically (`write_parquet`). Feedback lives in the database in either case
+Records go to the registry's database or to one Parquet file per flush, written atomically
+(`write_parquet`). The writer hands them over as tuples in `RECORD_COLUMNS` order, and they go
+to the driver as they are: SQLite's executemany, PostgreSQL's COPY (into a temporary table,
+then one INSERT ... ON CONFLICT DO NOTHING), a pyarrow table built column by column; no
+per-row work in SQLAlchemy. Feedback lives in the database in either case
 (`feedback.py`); the tables have a `MetaData` of their own, outside the registry's
 migrations, created with checkfirst. Reads come back as one row per served row (`expand`),
 split into what drift takes by `split_frame`.
@@ -159,6 +162,38 @@ feedback_table = Table(
 )
 
 META = ("request_id", "time", "deployment", "variant", "model", "version", "latency_ms", "rows")
+# What `RecordStore.write` takes, in this order: one tuple per record, `time` a timezone-aware
+# datetime, `latency_ms` a finite float or None, `inputs` and `outputs` JSON text.
+RECORD_COLUMNS = (
+    "deployment", "request_id", "time", "variant", "model", "version", "latency_ms", "rows",
+    "inputs", "outputs",
+)
+RecordRow = tuple[Any, ...]
+# Constant SQL, spelled out: the columns are RECORD_COLUMNS, in order (a test checks it).
+_SQLITE_INSERT = (
+    "INSERT INTO prediction_records (deployment, request_id, time, variant, model, version, "
+    "latency_ms, rows, inputs, outputs) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT (deployment, request_id) DO NOTHING"
+)
+# PostgreSQL: COPY into a temporary table of the session (emptied at every commit), then one
+# INSERT from it. COPY cannot skip a duplicate; the INSERT can, and in COPY's order (ctid),
+# so that the first record of a reused request id wins as it does row by row. Text columns
+# here: a value too long for its column is refused by the INSERT, as a data error.
+_PG_CREATE_STAGE = (
+    "CREATE TEMPORARY TABLE IF NOT EXISTS shipyard_prediction_records_in (deployment text, "
+    "request_id text, time timestamptz, variant text, model text, version text, "
+    "latency_ms float8, rows int4, inputs text, outputs text) ON COMMIT DELETE ROWS"
+)
+_PG_COPY = (
+    "COPY shipyard_prediction_records_in (deployment, request_id, time, variant, model, "
+    "version, latency_ms, rows, inputs, outputs) FROM STDIN"
+)
+_PG_MOVE = (
+    "INSERT INTO prediction_records (deployment, request_id, time, variant, model, version, "
+    "latency_ms, rows, inputs, outputs) SELECT deployment, request_id, time, variant, model, "
+    "version, latency_ms, rows, inputs, outputs FROM shipyard_prediction_records_in "
+    "ORDER BY ctid ON CONFLICT (deployment, request_id) DO NOTHING"
+)
 PARQUET_SCHEMA = pa.schema([
     ("request_id", pa.string()),
     ("time", pa.timestamp("us", tz="UTC")),
@@ -217,25 +252,45 @@ class RecordStore:
 
     # -- writes ------------------------------------------------------------------------------
 
-    def write(self, rows: Sequence[Mapping[str, Any]]) -> None:
-        """Store rows made by the writer; a request id already stored is skipped."""
+    def write(self, rows: Sequence[RecordRow | Mapping[str, Any]]) -> None:
+        """Store records (tuples in `RECORD_COLUMNS` order, or mappings of those columns); a
+        request id already stored is skipped."""
         if not rows:
             return
+        tuples = [
+            row if type(row) is tuple else tuple(row[name] for name in RECORD_COLUMNS)  # type: ignore[call-overload]
+            for row in rows
+        ]
         if self.parquet_dir is not None:
-            self._write_parquet(rows)
+            self._write_parquet(tuples)
             return
+        backend = self.database.url.get_backend_name()
         with self.transaction() as conn:
-            conn.execute(_insert_ignoring_duplicates(self.database), list(rows))
+            if backend == "sqlite":
+                conn.exec_driver_sql(_SQLITE_INSERT, [
+                    (d, r, _sqlite_time(t), v, m, ver, lat, n, i, o)
+                    for d, r, t, v, m, ver, lat, n, i, o in tuples
+                ])
+            elif backend == "postgresql" and conn.dialect.driver == "psycopg":
+                _copy_postgresql(conn, tuples)
+            else:
+                conn.execute(_insert_ignoring_duplicates(self.database),
+                             [dict(zip(RECORD_COLUMNS, row, strict=True)) for row in tuples])
 
-    def _write_parquet(self, rows: Sequence[Mapping[str, Any]]) -> None:
-        groups: dict[str, list[Mapping[str, Any]]] = {}
+    def _write_parquet(self, rows: Sequence[RecordRow]) -> None:
+        groups: dict[str, list[RecordRow]] = {}
         for row in rows:
-            groups.setdefault(row["deployment"], []).append(row)
+            groups.setdefault(row[0], []).append(row)
         for deployment, group in groups.items():
             folder = self._folder(deployment)
             folder.mkdir(parents=True, exist_ok=True)
             name = f"{time.time_ns():020d}-{secrets.token_hex(4)}.parquet"
-            write_parquet(pa.Table.from_pylist(group, schema=PARQUET_SCHEMA), folder / name)
+            columns = dict(zip(RECORD_COLUMNS, zip(*group, strict=True), strict=True))
+            table = pa.table(
+                [pa.array(list(columns[f.name]), type=f.type) for f in PARQUET_SCHEMA],
+                schema=PARQUET_SCHEMA,
+            )
+            write_parquet(table, folder / name)
 
     def purge(self, deployment: str, before: datetime) -> tuple[int, int]:
         """Delete records and feedback of predictions made before `before`; (records, feedback)."""
@@ -417,6 +472,36 @@ def _insert_ignoring_duplicates(database: Database) -> Any:
             index_elements=["deployment", "request_id"]
         )
     return insert(prediction_records)
+
+
+def _sqlite_time(value: datetime) -> str:
+    """SQLAlchemy's SQLite text for a UTCDateTime, made in C (isoformat) for speed."""
+    if value.tzinfo is not UTC:
+        if value.tzinfo is None:
+            raise ValueError(f"Got {value!r}. Expected a timezone-aware datetime.")
+        value = value.astimezone(UTC)
+    return value.isoformat(" ", "microseconds")[:26]  # 'YYYY-MM-DD HH:MM:SS.ffffff'
+
+
+def _copy_postgresql(conn: Connection, rows: Sequence[RecordRow]) -> None:
+    """COPY the rows in, then INSERT them, in `conn`'s transaction (psycopg 3)."""
+    dbapi_connection = conn.connection.driver_connection
+    dbapi = conn.dialect.loaded_dbapi
+    statement = _PG_CREATE_STAGE
+    try:
+        with dbapi_connection.cursor() as cursor:  # type: ignore[union-attr]
+            cursor.execute(_PG_CREATE_STAGE)
+            statement = _PG_COPY
+            with cursor.copy(_PG_COPY) as copy:
+                write_row = copy.write_row
+                for row in rows:
+                    write_row(row)
+            statement = _PG_MOVE
+            cursor.execute(_PG_MOVE)
+    except dbapi.Error as exc:
+        # As SQLAlchemy would have raised it: a data error is told from an unreachable
+        # database by its class (the writer retries one, splits the batch on the other).
+        raise DBAPIError.instance(statement, None, exc, dbapi.Error, dialect=conn.dialect) from exc
 
 
 def expand(raw: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None) -> pd.DataFrame:

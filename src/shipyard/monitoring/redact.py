@@ -67,7 +67,8 @@ def load_key(folder: Path) -> bytes:
 
 
 def plain(value: Any) -> Any:
-    """A JSON-able copy: NumPy scalars and arrays as Python values, NaN and infinity as null.
+    """A JSON-able copy: NumPy scalars and arrays as Python values, NaN and infinity as null
+    (and pandas' missing values, <NA> and NaT, too).
 
     Strict JSON has no NaN; PostgreSQL and most readers refuse it, so non-finite floats are
     stored as null (the schema check has already refused infinity for inputs anyway).
@@ -85,7 +86,12 @@ def plain(value: Any) -> Any:
         return [plain(item) for item in value]
     if isinstance(value, bytes):
         return value.hex()
+    if type(value).__name__ in _MISSING:  # pandas' <NA> and NaT: missing, as NaN is
+        return None
     return str(value)  # datetimes, decimals, anything else: readable, never a crash
+
+
+_MISSING = frozenset({"NAType", "NaTType"})
 
 
 class Redactor:
