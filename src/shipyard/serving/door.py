@@ -79,8 +79,12 @@ class Door:
                                  hint="Call the API from your own code, not from a web page.")
         if action is PUBLIC:
             return Principal.anonymous(), None
-        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]
-                   if k in (b"authorization", b"x-api-key")}
+        sent = [(k, v) for k, v in scope["headers"] if k in (b"authorization", b"x-api-key")]
+        if len(sent) > 1:
+            # A dict would keep only the last: a garbage first header must not hide a second.
+            raise UnauthorizedError("The request carries more than one credential.",
+                                    hint="Send one Authorization: Bearer header.")
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in sent}
         principal = authenticate(
             headers, keys=self.keys, jwt=self.jwt,
             auth_required=self.auth_required or action in MANAGEMENT, now=datetime.now(UTC),
