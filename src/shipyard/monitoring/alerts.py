@@ -27,6 +27,7 @@ from urllib.parse import urlsplit
 
 from shipyard.errors import ConfigError
 from shipyard.routing import AlertRule
+from shipyard.security.urls import check_outbound
 
 __all__ = ["AlertEvaluator", "AlertEvent", "AlertSink", "LogSink", "State", "WebhookSink"]
 
@@ -104,6 +105,7 @@ class WebhookSink:
                  backoff_s: float = 0.5, max_queue: int = 1000,
                  states: Iterable[State] = ("firing", "resolved")) -> None:
         parts = urlsplit(url)
+        check_outbound(url, "alert webhook")
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ConfigError(
                 f"Got {parts.scheme or 'no'} scheme for the alert webhook. Expected an http:// "

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from shipyard.errors import BundleError, ConfigError, IntegrityError, NotFoundError
+from shipyard.security.urls import check_outbound
 
 CHUNK = 1 << 20
 # Buffers in flight in a threaded copy: memory stays at BUFFERS * CHUNK whatever the size.
@@ -263,10 +264,21 @@ class FsspecStore(Store):
         self._discard(self._path(key))
 
 
+SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:")
+WINDOWS_DRIVE = re.compile(r"^[A-Za-z]:[\\/]")
+
+
 def open_store(url: str) -> Store:
     """A local folder for a plain path; fsspec for anything with a `scheme://`."""
     if "://" in url:
+        check_outbound(url, "artifact store")
         return FsspecStore(url)
+    if SCHEME.match(url) and not WINDOWS_DRIVE.match(url):
+        # `file:/srv/x` or `s3:bucket` would silently become a folder named `file:` here.
+        raise ConfigError(
+            "The artifact store URL has a scheme but no `//`.",
+            hint="Write scheme://host/path (e.g. s3://bucket/prefix), or a plain folder path.",
+        )
     return LocalStore(Path(url))
 
 

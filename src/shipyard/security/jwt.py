@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from shipyard.errors import ConfigError, UnauthorizedError, UnavailableError
 from shipyard.security.principals import Principal, PrincipalKind, Role
+from shipyard.security.urls import forbidden_host
 
 log = logging.getLogger("shipyard.security")
 
@@ -312,7 +313,7 @@ def _safe_jwks_url(url: str) -> bool:
         host = parts.hostname
     except ValueError:
         return False
-    if not host or parts.username or parts.password:
+    if not host or parts.username or parts.password or forbidden_host(host):
         return False
     if parts.scheme == "https":
         return True

@@ -330,7 +330,10 @@ class OnlineApp:
         from shipyard.rollout.plan import RolloutPlan
 
         registry = self.fleet.registry
-        actor = context["principal"].name
+        principal = context["principal"]
+        # The credential, not only its free-text name: two keys may share a name, and a
+        # JWT's subject may equal a key's.
+        actor = f"{principal.name} ({principal.kind.value}:{principal.key_id or principal.name})"
         body: dict[str, Any] = {}
         if method == "POST":
             raw = await read_body(scope, receive, limit=1024 * 1024,
