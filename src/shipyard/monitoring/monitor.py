@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
+import pandas as pd
 
 from shipyard.bundle.manifest import Schema
 from shipyard.bundle.schema import concat
@@ -37,7 +38,7 @@ from shipyard.monitoring.sketch import ReferenceBins, WindowSketch, sketch_colum
 from shipyard.monitoring.traffic import Traffic
 from shipyard.routing import MonitoringConfig
 from shipyard.runtimes.model import Model
-from shipyard.security.pii import redact_text
+from shipyard.security.pii import redact_text, redact_value
 from shipyard.security.secrets import Secret, resolve
 
 log = logging.getLogger("shipyard.monitoring")
@@ -250,7 +251,8 @@ class VariantMonitor:
                 records.submit(PredictionRecord.from_batch(
                     request_id=item.request_id, time=item.time, deployment=deployment,
                     variant=served_variant, model=self.model.name, version=served_version,
-                    batch=item.batch, outputs=item.outputs, latency_ms=item.latency_ms,
+                    batch=scrubbed(item.batch), outputs=scrubbed(item.outputs),
+                    latency_ms=item.latency_ms,
                 ))
 
     def report(self, now: float, window_s: float | None = None) -> DriftReport | None:
@@ -293,6 +295,31 @@ class VariantMonitor:
 
 
 STATISTICS = ("psi", "js", "ks", "cramers_v")
+
+
+def scrubbed(value: Any) -> Any:
+    """`value` with PII and secrets in its text replaced (numbers pass untouched, free):
+    the field policies (drop, hash, mask) apply on top, in the writer."""
+    if isinstance(value, np.ndarray):
+        if value.dtype.kind in "biufc":
+            return value
+        return np.asarray(redact_value(value.tolist()), dtype=object)
+    if isinstance(value, pd.DataFrame):
+        texts = [c for c in value.columns if value[c].dtype == object
+                 or pd.api.types.is_string_dtype(value[c])]
+        if not texts:
+            return value
+        value = value.copy()
+        for column in texts:
+            value[column] = [redact_text(v) if isinstance(v, str) else v for v in value[column]]
+        return value
+    if isinstance(value, Mapping):
+        return {k: scrubbed(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return redact_value(list(value))
+    if isinstance(value, str):
+        return redact_text(value)
+    return value
 
 
 def compact(report: DriftReport) -> dict[str, dict[str, Any]]:
