@@ -298,3 +298,27 @@ def test_ab_arms_are_sticky_across_replicas_and_reported(home: Path, tmp_path: P
     finally:
         first.stop()
         second.stop()
+
+
+def test_a_rollback_to_an_artifact_that_is_gone_is_refused(home: Path, tmp_path: Path):
+    import shutil
+
+    from shipyard.registry.registry import Registry
+
+    copy = tmp_path / "home"
+    shutil.copytree(home, copy)
+    cli(copy, "deploy", "gone", "--model", "cancer:1")
+    cli(copy, "deploy", "gone", "--model", "cancer:3")
+    settings = shipyard.Settings.load({"home": copy}, environ={})
+    with Registry.open(settings) as registry:
+        record = registry.resolve("cancer:1")
+        only_v1 = {f.sha256 for f in record.files} - {
+            f.sha256 for f in registry.resolve("cancer:3").files}
+    for blob in (copy / "store").rglob("*"):
+        if blob.is_file() and any(blob.name.startswith(d) or d in str(blob) for d in only_v1):
+            blob.unlink()
+    result = rollout_cli(copy, "rollback", "gone")
+    assert result.returncode == 3, result.stderr
+    assert "gone from the" in result.stderr and "artifact store" in result.stderr
+    history = json.loads(rollout_cli(copy, "history", "gone", "--json").stdout)
+    assert len(history) == 2  # nothing changed

@@ -139,9 +139,7 @@ def rollback(registry: Registry, name: str, *, to: int | None = None,
                             f"shipyard history {name}.")
     target = revisions[number - 1]
     now_ref, then_ref = _champion(current.spec), _champion(target.spec)
-    for ref in (now_ref, then_ref):
-        if ref is not None:
-            registry.resolve(ref)  # the artifact must still be registered
+    require_artifacts(registry, target.spec)
     if now_ref and then_ref and now_ref != then_ref:
         if force and not reason.strip():
             raise UserError("A forced rollback needs a reason.",
@@ -156,6 +154,21 @@ def rollback(registry: Registry, name: str, *, to: int | None = None,
                                 status="rolled_back", final_reason=why, spec=target.spec)
         return registry.current_revision(name)
     return registry.deploy(name, target.spec, actor=actor, reason=why)
+
+
+def require_artifacts(registry: Registry, spec: dict[str, Any]) -> None:
+    """Every file of every model the spec serves is still in the store: a rollback to an
+    artifact that is gone is refused before anything changes."""
+    for variant in spec.get("variants", []):
+        record = registry.resolve(variant["model"])
+        missing = [f.path for f in record.files if not registry.store.has(f.sha256, f.size)]
+        if missing:
+            raise NotFoundError(
+                f"{record.ref} cannot be served again: {len(missing)} of its files are gone "
+                f"from the artifact store (first: {missing[0][:100]}).",
+                hint=f"Push {record.ref} again from its bundle, or roll back to another "
+                "revision.",
+            )
 
 
 def _champion(spec: dict[str, Any]) -> str | None:
