@@ -177,6 +177,14 @@ def _of_type(test: Callable[[type], bool], lists: list[Any], dicts: list[Any]) -
     return compress(_children(lists, dicts), map(test, map(type, _children(lists, dicts))))
 
 
+def bounded(raw: bytes | memoryview, max_depth: int = MAX_JSON_DEPTH) -> bool:
+    """True when a body is too short or too flat to break the limits of `check_json_limits`
+    at all (the usual request), so the walk over the decoded document can be skipped: no
+    string is longer than the body, and no nesting deeper than its brackets."""
+    data = bytes(raw) if isinstance(raw, memoryview) else raw
+    return len(data) <= MAX_STRING_CHARS and data.count(b"[") + data.count(b"{") <= max_depth
+
+
 def check_json_limits(
     document: Any, *, max_depth: int = MAX_JSON_DEPTH, max_string: int = MAX_STRING_CHARS
 ) -> None:

@@ -60,6 +60,9 @@ def authorize(principal: Principal, action: str, deployment: str | None = None) 
         )
 
 
+_ANONYMOUS = Principal.anonymous()  # frozen: one instance serves every anonymous request
+
+
 def authenticate(
     headers: Mapping[str, str],
     *,
@@ -79,7 +82,7 @@ def authenticate(
     if credential is None:
         if auth_required:
             raise UnauthorizedError("This route needs a credential.", hint=_NO_CREDENTIAL_HINT)
-        return Principal.anonymous(anonymous_role)
+        return _ANONYMOUS if anonymous_role is Role.ADMIN else Principal.anonymous(anonymous_role)
     if from_api_key_header and not looks_like_key(credential):
         raise _refused("The X-API-Key header carries API keys only; send tokens as Bearer.")
     if looks_like_key(credential):

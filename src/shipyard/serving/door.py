@@ -27,7 +27,8 @@ from shipyard.serving.http import Scope
 PUBLIC = None  # the action of routes anyone may call (health probes)
 MANAGEMENT = frozenset({"rollout.write", "rollback", "keys.manage", "registry.write"})
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
-KEY_CACHE_S = 5.0  # a revoked key stops working within this long
+KEY_CACHE_S = 5.0
+ANONYMOUS = Principal.anonymous()  # a revoked key stops working within this long
 
 
 def action_of(method: str, parts: list[str]) -> tuple[str | None, str | None]:
@@ -78,7 +79,7 @@ class Door:
             raise ForbiddenError("Cross-site requests may not change anything here.",
                                  hint="Call the API from your own code, not from a web page.")
         if action is PUBLIC:
-            return Principal.anonymous(), None
+            return ANONYMOUS, None
         sent = [(k, v) for k, v in scope["headers"] if k in (b"authorization", b"x-api-key")]
         if len(sent) > 1:
             # A dict would keep only the last: a garbage first header must not hide a second.

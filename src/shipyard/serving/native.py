@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from shipyard.bundle.schema import check_json_limits
+from shipyard.bundle.schema import bounded, check_json_limits
 from shipyard.errors import SchemaError
 from shipyard.runtimes.base import Outputs
 from shipyard.runtimes.model import PRIMARY
@@ -21,13 +21,14 @@ from shipyard.runtimes.model import PRIMARY
 ALLOWED_KEYS = {"inputs", "parameters", "id"}
 
 
-def decode(document: Any) -> Any:
+def decode(document: Any, raw: bytes | None = None) -> Any:
     """The `inputs` of a predict request, refusing other shapes with a pointed message.
 
     `document` is the decoded JSON body. It may nest at most `MAX_JSON_DEPTH` (32) arrays and
     objects (400, rule "depth") and hold no key or string over `MAX_STRING_CHARS` (1,000,000)
     characters (413, rule "string_length"); `schema.to_batch` then judges every value."""
-    check_json_limits(document)
+    if raw is None or not bounded(raw):
+        check_json_limits(document)
     if not isinstance(document, dict):
         raise SchemaError(
             "The body must be a JSON object with an 'inputs' key.",

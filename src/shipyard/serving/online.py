@@ -410,7 +410,7 @@ class OnlineApp:
         body = await read_body(
             scope, receive, limit=self.limits.max_body_bytes, timeout_s=self.limits.body_timeout_s
         )
-        inputs = native.decode(parse_json(body))
+        inputs = native.decode(parse_json(body), body)
         outputs = await self._serve(
             live, inputs, sticky_key(live, scope, inputs, request_id), context
         )

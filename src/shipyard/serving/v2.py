@@ -36,7 +36,7 @@ import numpy as np
 import orjson
 
 from shipyard.bundle.manifest import FieldSpec, Schema
-from shipyard.bundle.schema import INT_LIMITS, check_json_limits
+from shipyard.bundle.schema import INT_LIMITS, bounded, check_json_limits
 from shipyard.errors import SchemaError, UserError
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
@@ -170,7 +170,8 @@ def decode_request(body: bytes, header_length: int | None = None) -> InferReques
     if type(doc) is not dict:
         raise _malformed("json", f"Got a JSON {type(doc).__name__}. Expected an object.")
     # Nesting (400) and string length (413) before anything walks the document further.
-    check_json_limits(doc, max_depth=MAX_DEPTH)
+    if not bounded(head, MAX_DEPTH):
+        check_json_limits(doc, max_depth=MAX_DEPTH)
     inputs = doc.get("inputs")
     if type(inputs) is not list or not 0 < len(inputs) <= MAX_TENSORS:
         got = f"{len(inputs)} inputs" if type(inputs) is list else f"inputs {_clip(inputs)}"
