@@ -13,6 +13,7 @@ keeps its history.
 from __future__ import annotations
 
 import logging
+import random
 import threading
 import time
 from collections import deque
@@ -48,12 +49,13 @@ WILDCARD = ".*"
 FEEDBACK_FIELDS = frozenset({"request_id", "label", "thumbs", "score", "comment"})
 PERF_EVERY_S = 10.0
 FLUSH_S = 1.0
+SKETCH_PER_FLUSH = 2000  # requests sketched per variant per flush, at most
 ALERT_EVERY_S = 5.0
 ALERT_WINDOW_S = 300.0
 KEEP_DRIFT = 288  # drift evaluations kept for the history plot
 
 
-@dataclass
+@dataclass(slots=True)
 class Seen:
     """One finished request, as the hot path leaves it for the flusher."""
 
@@ -221,11 +223,16 @@ class VariantMonitor:
         if not taken:
             return
         answered = []
+        add = self.traffic.add
         for item in taken:
-            self.traffic.add(item.time, item.status, item.latency_ms, timeout=item.timeout,
-                             fallback=item.fallback)
+            add(item.time, item.status, item.latency_ms, timeout=item.timeout,
+                fallback=item.fallback)
             if item.outputs is not None and item.answered_by is None:
                 answered.append(item)
+        if len(answered) > SKETCH_PER_FLUSH:
+            # Under heavy load a uniform sample describes the distribution as well; drift's
+            # noise bounds use the rows actually sketched, so they stay honest.
+            answered = random.sample(answered, SKETCH_PER_FLUSH)
         sketch = self._sketch_for(now)
         if sketch is not None and answered:
             try:
