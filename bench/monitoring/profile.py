@@ -4,7 +4,8 @@
         [--configs off,monitoring,monitoring+records] [--top 25]
 
 py-spy is not a shipyard dependency: install it in a virtual environment of its own (e.g.
-`python3 -m venv /work/peers/tools/venv && /work/peers/tools/venv/bin/pip install py-spy`).
+`python3 -m venv ../peers/tools/venv && ../peers/tools/venv/bin/pip install py-spy`, in a
+`peers` folder beside the repository, as bench/serving keeps its peers).
 Each configuration is prepared and started as run.py does (server on core 0), warmed up, then
 loaded with wrk at concurrency `-c` while py-spy (on core 1, non-blocking, all threads, idle
 stacks left out) samples it. CPU per request (utime + stime of the server over the sampled
@@ -137,7 +138,9 @@ def main() -> int:
     reference = bench.save(workdir)
     ctx = bench.Context(workdir=workdir, model=workdir / bench.MODEL_FILE, row=reference["row"],
                         peers_dir=workdir)
-    out: dict[str, Any] = {"args": vars(args), "configs": {}}
+    # The executable's name only: a machine's folders stay out of the committed results.
+    out: dict[str, Any] = {"args": {**vars(args), "py_spy": Path(args.py_spy).name},
+                           "configs": {}}
     for config in wanted:
         bench.prepare(ctx, config, args)
         res = out["configs"][config.name] = profile_config(config, ctx, reference, args)

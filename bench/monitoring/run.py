@@ -390,6 +390,18 @@ def rewrite(source: Path, out: Path) -> int:
 
 # --- main ------------------------------------------------------------------------------------
 
+def portable(values: dict[str, Any]) -> dict[str, Any]:
+    """Arguments as recorded in results: paths relative to the repository (no machine's
+    folders in committed files)."""
+    root = HERE.parent.parent
+    found = {}
+    for key, value in values.items():
+        if isinstance(value, str) and value.startswith(str(root)):
+            value = str(Path(value).relative_to(root))
+        found[key] = value
+    return found
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds")
@@ -460,7 +472,7 @@ def main() -> int:
     Path(args.out).write_text(text)
     json_path = Path(args.out).with_suffix(".json")
     json_path.write_text(json.dumps(
-        {"machine": info, "args": vars(args), "specs": specs, "summary": summary,
+        {"machine": info, "args": portable(vars(args)), "specs": specs, "summary": summary,
          "targets": found, "rounds": rounds}, indent=2) + "\n")
     if failed:
         print(f"wrote {args.out} and {json_path}; server logs kept in {workdir / 'logs'}")

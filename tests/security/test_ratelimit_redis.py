@@ -21,7 +21,8 @@ try:
 except ImportError:  # CI installs redis-py (the dev extra): there a missing client is a failure
     if os.environ.get("CI") == "true":
         raise
-    pytest.skip("redis-py is not installed: pip install redis", allow_module_level=True)
+    pytest.skip("redis-py is not installed: pip install redis",  # deliberate: off CI only
+                allow_module_level=True)
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 

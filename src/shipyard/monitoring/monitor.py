@@ -32,7 +32,7 @@ from shipyard.monitoring.alerts import AlertEvaluator
 from shipyard.monitoring.drift import DriftReport, drift_report
 from shipyard.monitoring.feedback import Feedback, ImportReport, import_feedback, submit_feedback
 from shipyard.monitoring.metrics import ServiceMetrics, VariantMetrics
-from shipyard.monitoring.performance import performance
+from shipyard.monitoring.performance import cell_figures, performance
 from shipyard.monitoring.records import PredictionRecord, RecordWriter
 from shipyard.monitoring.recordstore import RecordStore
 from shipyard.monitoring.sketch import ReferenceBins, WindowSketch, sketch_columns
@@ -579,10 +579,7 @@ class Monitor:
         for cell in (report or {}).get("cells", []):
             if cell["model"] != monitor.model.name or cell["version"] != monitor.key[2]:
                 continue
-            where = "" if cell["slice"] is None else f".{cell['slice']}={cell['value']}"
-            figures[f"labelled{where}"] = float(cell["n"])
-            for metric, value in cell["metrics"].items():
-                figures[f"{metric}{where}"] = value
+            figures.update(cell_figures(cell))
         return figures
 
     def alerts_of(self, deployment: str) -> dict[str, Any]:

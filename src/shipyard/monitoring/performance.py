@@ -16,7 +16,7 @@ without probabilities.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any, Literal
@@ -251,3 +251,13 @@ def _regression(cell: Cell, rows: pd.DataFrame, predicted: str) -> None:
         cell.reasons["n"] = f"{int((~usable).sum())} rows without a numeric prediction skipped"
     cell.metrics["rmse"] = float(np.sqrt(metrics.mean_squared_error(truth[usable], guess[usable])))
     cell.metrics["mae"] = float(metrics.mean_absolute_error(truth[usable], guess[usable]))
+
+
+def cell_figures(cell: Mapping[str, Any]) -> dict[str, float | None]:
+    """A report cell (its JSON form) as figures a rule can name: `labelled`, `accuracy`...
+    overall, and `labelled.FIELD=VALUE`, `accuracy.FIELD=VALUE`... per slice."""
+    where = "" if cell["slice"] is None else f".{cell['slice']}={cell['value']}"
+    figures: dict[str, float | None] = {f"labelled{where}": float(cell["n"])}
+    for metric, value in cell["metrics"].items():
+        figures[f"{metric}{where}"] = value
+    return figures

@@ -135,7 +135,7 @@ def _labelled(monitor: Monitor, store: RecordStore | None, deployment: str,
               since: float) -> dict[tuple[str, str], dict[str, float | None]]:
     if store is None:
         return {}
-    from shipyard.monitoring.performance import performance
+    from shipyard.monitoring.performance import cell_figures, performance
 
     try:
         config = monitor.config_of(deployment)
@@ -150,11 +150,7 @@ def _labelled(monitor: Monitor, store: RecordStore | None, deployment: str,
         variant = by_version.get((cell["model"], cell["version"]))
         if variant is None:
             continue
-        figures = found.setdefault((variant, cell["version"]), {})
-        where = "" if cell["slice"] is None else f".{cell['slice']}={cell['value']}"
-        figures[f"labelled{where}"] = float(cell["n"])
-        for metric, value in cell["metrics"].items():
-            figures[f"{metric}{where}"] = value
+        found.setdefault((variant, cell["version"]), {}).update(cell_figures(cell))
     return found
 
 
