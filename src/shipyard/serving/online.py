@@ -168,10 +168,10 @@ class OnlineApp:
                 raise UnavailableError(
                     "The server is at its in-flight request limit.", hint="Retry after a moment."
                 )
-            principal, _ = self.door.admit(scope, scope["path"].strip("/").split("/"))
-            context["principal"] = principal
+            parts = scope["path"].strip("/").split("/")
+            context["principal"], _ = self.door.admit(scope, parts)
             status, body, content_type, extra = await self._route(
-                scope, receive, request_id, context
+                scope, receive, request_id, context, parts
             )
             headers.extend(extra)
         except ShipyardError as exc:
@@ -228,11 +228,15 @@ class OnlineApp:
     # -- routing ----------------------------------------------------------------------------
 
     async def _route(
-        self, scope: Scope, receive: Receive, request_id: str, context: dict[str, Any]
+        self,
+        scope: Scope,
+        receive: Receive,
+        request_id: str,
+        context: dict[str, Any],
+        parts: list[str],
     ) -> tuple[int, bytes, bytes, list[Any]]:
         path: str = scope["path"]
         method: str = scope["method"]
-        parts = path.strip("/").split("/")
         if parts[0] == "v1" and len(parts) >= 2 and parts[1] == "deployments":
             if len(parts) == 4 and parts[3] == "predict":
                 _allow(method, "POST")
