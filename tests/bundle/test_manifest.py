@@ -16,6 +16,7 @@ from shipyard.bundle.manifest import (
     Owner,
     RuntimeSpec,
     Schema,
+    text_has_digest,
 )
 from shipyard.errors import ManifestError
 
@@ -67,6 +68,18 @@ def test_digest_changes_with_content():
     a = Manifest.from_dict(minimal())
     b = Manifest.from_dict(minimal(description="x"))
     assert a.digest() != b.digest()
+
+
+def test_text_has_digest_hashes_canonical_text_and_parses_anything_else():
+    manifest = Manifest.from_dict(minimal(description="churn model"))
+    canonical = manifest.to_yaml()
+    assert text_has_digest(canonical, manifest.digest())
+    # The same manifest written by hand (a comment, a quoted string): not the canonical bytes,
+    # so it is parsed and dumped again, and still matches.
+    by_hand = "# edited by hand\n" + canonical.replace("churn model", "'churn model'")
+    assert by_hand != canonical
+    assert text_has_digest(by_hand, manifest.digest())
+    assert not text_has_digest(canonical.replace("churn", "chum"), manifest.digest())
 
 
 def test_owner_parses_name_and_contact():

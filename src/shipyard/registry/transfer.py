@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from shipyard.bundle.files import check_listed, resolve_inside
-from shipyard.bundle.manifest import MANIFEST_NAME, SIGNATURE_NAME, Manifest
+from shipyard.bundle.manifest import MANIFEST_NAME, SIGNATURE_NAME, Manifest, text_has_digest
 from shipyard.errors import BundleError, IntegrityError, UserError
 from shipyard.registry.records import FileRecord, VersionRecord
 from shipyard.registry.refs import check_name, check_version
@@ -164,8 +164,8 @@ def cached(
 def is_intact(folder: Path, record: VersionRecord) -> bool:
     """Cheap check of a cached copy: manifest digest, file set and sizes (hashes at pull)."""
     try:
-        manifest = Manifest.read(folder)
-        if manifest.digest() != record.digest:
+        text = (folder / MANIFEST_NAME).read_text(encoding="utf-8")
+        if not text_has_digest(text, record.digest):
             return False
         for entry in record.files:
             if resolve_inside(folder, entry.path).stat().st_size != entry.size:
