@@ -21,8 +21,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
 
@@ -123,6 +121,8 @@ def import_feedback(
     Columns: request_id and any of label, thumbs, score, comment. CSV values are text and are
     converted to the label's type (a list of labels as JSON text); an empty cell is missing.
     """
+    import pyarrow as pa  # on first use, so that a server never pays its import at start
+
     now = now or datetime.now(UTC)
     report = ImportReport()
     good: list[tuple[int, dict[str, Any]]] = []
@@ -456,6 +456,8 @@ def _read(path: Path) -> Iterator[tuple[int, Any]]:
                     yield number, None  # reported as "not an object"
         return
     if suffix == ".parquet":
+        import pyarrow.parquet as pq
+
         for number, row in enumerate(pq.read_table(path).to_pylist(), start=1):
             yield number, row
         return

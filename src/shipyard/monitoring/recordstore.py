@@ -12,6 +12,7 @@ split into what drift takes by `split_frame`.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import secrets
@@ -21,14 +22,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.dataset as ds
-import pyarrow.parquet as pq
 from sqlalchemy import (
     BigInteger,
     Boolean,
@@ -55,6 +52,9 @@ from shipyard.bundle.manifest import NAME_PATTERN
 from shipyard.registry.database import BEGIN_MODE, Database
 from shipyard.registry.tables import NAMING, UTCDateTime
 from shipyard.routing import RecordsConfig
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 MAX_REQUEST_ID = 128
 
@@ -198,18 +198,24 @@ _PG_MOVE = (
     "FROM shipyard_prediction_records_in "
     "ORDER BY ctid ON CONFLICT (deployment, request_id) DO NOTHING"
 )
-PARQUET_SCHEMA = pa.schema([
-    ("request_id", pa.string()),
-    ("time", pa.timestamp("us", tz="UTC")),
-    ("deployment", pa.string()),
-    ("variant", pa.string()),
-    ("model", pa.string()),
-    ("version", pa.string()),
-    ("latency_ms", pa.float64()),
-    ("rows", pa.int64()),
-    ("inputs", pa.string()),
-    ("outputs", pa.string()),
-])
+@functools.cache
+def parquet_schema() -> pa.Schema:
+    # pyarrow is imported on first use: a server that keeps its records in the database (the
+    # default) never pays the ~80 ms of its import at start.
+    import pyarrow as pa
+
+    return pa.schema([
+        ("request_id", pa.string()),
+        ("time", pa.timestamp("us", tz="UTC")),
+        ("deployment", pa.string()),
+        ("variant", pa.string()),
+        ("model", pa.string()),
+        ("version", pa.string()),
+        ("latency_ms", pa.float64()),
+        ("rows", pa.int64()),
+        ("inputs", pa.string()),
+        ("outputs", pa.string()),
+    ])
 STALE_TEMP_S = 3600.0
 
 
@@ -282,6 +288,8 @@ class RecordStore:
                              [dict(zip(RECORD_COLUMNS, row, strict=True)) for row in tuples])
 
     def _write_parquet(self, rows: Sequence[RecordRow]) -> None:
+        import pyarrow as pa
+
         groups: dict[str, list[RecordRow]] = {}
         for row in rows:
             groups.setdefault(row[0], []).append(row)
@@ -294,9 +302,9 @@ class RecordStore:
                 [
                     _parquet_times(columns[f.name]) if f.name == "time"
                     else pa.array(list(columns[f.name]), type=f.type)
-                    for f in PARQUET_SCHEMA
+                    for f in parquet_schema()
                 ],
-                schema=PARQUET_SCHEMA,
+                schema=parquet_schema(),
             )
             write_parquet(table, folder / name)
 
@@ -321,9 +329,13 @@ class RecordStore:
         return records, feedback
 
     def _purge_parquet(self, deployment: str, before: datetime) -> int:
+        import pyarrow as pa
+        import pyarrow.compute as pc
+        import pyarrow.parquet as pq
+
         folder = self._folder(deployment)
         removed = 0
-        cutoff = pa.scalar(before, type=PARQUET_SCHEMA.field("time").type)
+        cutoff = pa.scalar(before, type=parquet_schema().field("time").type)
         for path in self._files(deployment):
             times = pq.read_table(path, columns=["time"]).column("time")
             keep = pc.greater_equal(times, cutoff)
@@ -333,7 +345,7 @@ class RecordStore:
             if kept == 0:
                 path.unlink(missing_ok=True)
             else:
-                table = pq.read_table(path, schema=PARQUET_SCHEMA)
+                table = pq.read_table(path, schema=parquet_schema())
                 write_parquet(table.filter(pc.greater_equal(table.column("time"), cutoff)), path)
             removed += len(times) - kept
         for temporary in folder.glob(".*.tmp") if folder.is_dir() else ():
@@ -420,7 +432,10 @@ class RecordStore:
         self, deployment: str, since: datetime | None, until: datetime | None,
         request_id: str | None,
     ) -> list[dict[str, Any]]:
-        stamp = PARQUET_SCHEMA.field("time").type
+        import pyarrow as pa
+        import pyarrow.dataset as ds
+
+        stamp = parquet_schema().field("time").type
         condition = ds.field("deployment") == deployment
         if request_id is not None:
             condition = condition & (ds.field("request_id") == request_id)
@@ -433,7 +448,7 @@ class RecordStore:
             if not files:
                 return []
             try:
-                dataset = ds.dataset(files, schema=PARQUET_SCHEMA, format="parquet")
+                dataset = ds.dataset(files, schema=parquet_schema(), format="parquet")
                 table = dataset.to_table(filter=condition)
                 break
             except FileNotFoundError:
@@ -457,6 +472,8 @@ class RecordStore:
 
 def write_parquet(table: pa.Table, path: Path) -> None:
     """Write `table` to `path` atomically: a temp file in the same folder, fsync, rename."""
+    import pyarrow.parquet as pq
+
     temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
     try:
         with open(temporary, "wb") as handle:
@@ -521,7 +538,9 @@ _YEAR_10000 = 253_402_300_800_000_000
 
 
 def _parquet_times(values: Sequence[float | datetime]) -> pa.Array:
-    kind = PARQUET_SCHEMA.field("time").type
+    import pyarrow as pa
+
+    kind = parquet_schema().field("time").type
     micros = _epoch_micros(values)
     if micros is not None:
         return pa.array(micros, type=pa.int64()).cast(kind)

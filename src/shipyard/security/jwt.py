@@ -17,15 +17,17 @@ import time
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-import jwt as pyjwt
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from shipyard.errors import ConfigError, UnauthorizedError, UnavailableError
 from shipyard.security.principals import Principal, PrincipalKind, Role
 from shipyard.security.urls import forbidden_host
+
+if TYPE_CHECKING:
+    import jwt as pyjwt
 
 log = logging.getLogger("shipyard.security")
 
@@ -206,6 +208,8 @@ class JWTVerifier:
         self.keyset = keyset if keyset is not None else KeySet.from_config(config)
 
     def verify(self, token: str) -> Principal:
+        import jwt as pyjwt  # here, not at the top: a server without JWTs never imports it
+
         config = self.config
         if not isinstance(token, str) or not token or len(token) > MAX_TOKEN_CHARS:
             raise UnauthorizedError(_INVALID, hint=_INVALID_HINT)
@@ -275,6 +279,8 @@ def _deployments(claims: dict[str, Any], claim: str) -> frozenset[str] | None:
 
 def _jwk_for(data: dict[str, Any], alg: str) -> pyjwt.PyJWK | None:
     """The key bound to `alg`, when the JWK's own type and `alg` allow it."""
+    import jwt as pyjwt
+
     if data.get("alg") not in (None, alg) or not _fits(data, alg):
         return None
     try:
