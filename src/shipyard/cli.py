@@ -855,6 +855,10 @@ def serve(
 
     Beyond loopback, callers must authenticate (shipyard keys create) unless
     --insecure-no-auth is given."""
+    import gc
+
+    # Paused while the server's libraries and models load; the server resumes it once ready.
+    gc.disable()
     from shipyard.serving.door import loopback
     from shipyard.serving.server import serve as run_server
 
@@ -876,6 +880,7 @@ def serve(
         port=port,
         workers=workers,
         overrides={k: v for k, v in ctx.overrides.items() if v is not None},
+        resume_gc=True,
     )
 
 

@@ -160,3 +160,26 @@ def test_init_package_check(run, tmp_path):
     )
     assert out["evaluation"]["metrics"][0]["name"] == "rmse"
     run("check", "scorer")
+
+
+def test_python_dash_m_shipyard_runs_the_cli_with_the_collector_back_on(tmp_path):
+    """`python -m shipyard` is the console script's entry: it pauses the cyclic collector
+    only while the CLI imports, so the command itself runs with it on."""
+    probe = (
+        "import gc, runpy, sys\n"
+        "import shipyard.cli as cli\n"
+        "seen = []\n"
+        "cli.cli.add_command(cli.click.Command('gc-state', "
+        "callback=lambda: seen.append(gc.isenabled())))\n"
+        "sys.argv = ['shipyard', 'gc-state']\n"
+        "runpy.run_module('shipyard', run_name='__main__')\n"
+        "print(seen)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          cwd=tmp_path, timeout=120,
+                          env={**os.environ, "SHIPYARD_HOME": str(tmp_path / "home")})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[True]"
+    version = subprocess.run([sys.executable, "-m", "shipyard", "--version"],
+                             capture_output=True, text=True, timeout=120)
+    assert version.returncode == 0 and "version" in version.stdout

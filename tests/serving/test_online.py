@@ -302,3 +302,33 @@ def test_model_failure_log_line_does_not_quote_the_model_error(server: Server):
     text = server.log.read_text(errors="replace")
     assert "sleepy:1 failed: RuntimeError" in text
     assert "asked to fail" not in text
+
+
+def test_a_server_started_with_the_collector_paused_turns_it_back_on(settings):
+    """`shipyard serve` pauses the cyclic collector while it loads (a faster cold start); the
+    app resumes it once started, and freezes what start-up loaded."""
+    import asyncio
+    import gc
+
+    from shipyard.serving.server import build_app
+
+    app = build_app(settings, resume_gc=True)
+    messages = iter([{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}])
+    sent: list[str] = []
+
+    async def receive() -> dict[str, str]:
+        return next(messages)
+
+    async def send(message: dict[str, str]) -> None:
+        sent.append(message["type"])
+        if message["type"] == "lifespan.startup.complete":
+            sent.append(f"enabled={gc.isenabled()}")
+
+    gc.disable()
+    try:
+        asyncio.run(app({"type": "lifespan"}, receive, send))
+    finally:
+        gc.enable()
+        gc.unfreeze()
+    assert sent == ["lifespan.startup.complete", "enabled=True", "lifespan.shutdown.complete"]
+

@@ -57,7 +57,10 @@ def build_door(settings: Settings, host: str, registry: Registry | None = None) 
                 limiter=limiter, key_rate=rate)
 
 
-def build_app(settings: Settings, names: Sequence[str] = (), host: str = "127.0.0.1") -> OnlineApp:
+def build_app(
+    settings: Settings, names: Sequence[str] = (), host: str = "127.0.0.1", *,
+    resume_gc: bool = False,
+) -> OnlineApp:
     from shipyard.security.logfilter import install
 
     # PII and secrets never reach a log line, and callers' values cannot forge one.
@@ -76,6 +79,7 @@ def build_app(settings: Settings, names: Sequence[str] = (), host: str = "127.0.
         monitor=monitor,
         control=settings.controller,
         door=build_door(settings, host, fleet.registry),
+        resume_gc=resume_gc,
     )
 
 
@@ -119,7 +123,12 @@ def serve(
     port: int,
     workers: int = 1,
     overrides: dict[str, Any] | None = None,
+    resume_gc: bool = False,
 ) -> None:
+    """Serve until SIGTERM. `resume_gc`: the caller paused the cyclic collector for a faster
+    start; the server turns it back on once its models are loaded."""
+    import gc
+
     import uvicorn
 
     logging.basicConfig(
@@ -129,8 +138,10 @@ def serve(
     )
     options = _uvicorn_options(host, port)
     if workers <= 1:
-        uvicorn.run(build_app(settings, names, host), **options)
+        uvicorn.run(build_app(settings, names, host, resume_gc=resume_gc), **options)
         return
+    if resume_gc:
+        gc.enable()  # the supervisor loads no model; each worker starts with it on
     os.environ[CONFIG_ENV] = json.dumps(
         {"overrides": overrides or {}, "names": list(names), "host": host}, default=str
     )
