@@ -332,3 +332,18 @@ def test_a_server_started_with_the_collector_paused_turns_it_back_on(settings):
         gc.unfreeze()
     assert sent == ["lifespan.startup.complete", "enabled=True", "lifespan.shutdown.complete"]
 
+
+def test_request_ids_are_letters_ordered_by_time_and_unique():
+    """Ids of ours sort by time (records append at the end of their index), stay letters
+    only (never mistaken for a number worth redacting) and do not collide within a
+    millisecond."""
+    from shipyard.serving.online import REQUEST_ID, new_request_id
+
+    now = 1_790_000_000.1234
+    same_ms = {new_request_id(now) for _ in range(50_000)}
+    assert len(same_ms) == 50_000
+    for rid in list(same_ms)[:100]:
+        assert len(rid) == 24 and rid.isalpha() and rid.islower()
+        assert REQUEST_ID.match(rid.encode())
+    later = [new_request_id(now + step) for step in (0.001, 0.5, 3600.0, 10 * 365 * 86400.0)]
+    assert max(same_ms) < later[0] < later[1] < later[2] < later[3]

@@ -170,10 +170,15 @@ class VariantMonitor:
     last_drift: float = 0.0
     _batches_seen: int = 0
     _cpu_seen: float = 0.0
+    _text_inputs: bool = True
 
     def __post_init__(self) -> None:
         profile = self.model.manifest.profile
         self.reference = ReferenceBins.from_profile(profile) if profile is not None else None
+        # Inputs validated against a schema without text fields hold no text to scrub (a model
+        # without an input schema gets whatever callers send, so it is always scrubbed).
+        inputs = self.model.schema.inputs
+        self._text_inputs = not inputs or any(f.dtype in TEXT_DTYPES for f in inputs)
 
     @property
     def bucket_s(self) -> float:
@@ -258,7 +263,8 @@ class VariantMonitor:
                 records.submit(PredictionRecord.from_batch(
                     request_id=item.request_id, time=item.time, deployment=deployment,
                     variant=served_variant, model=self.model.name, version=served_version,
-                    batch=scrubbed(item.batch), outputs=scrubbed(item.outputs),
+                    batch=scrubbed(item.batch) if self._text_inputs else item.batch,
+                    outputs=scrubbed(item.outputs),
                     latency_ms=item.latency_ms,
                 ))
 
@@ -302,6 +308,7 @@ class VariantMonitor:
 
 
 STATISTICS = ("psi", "js", "ks", "cramers_v")
+TEXT_DTYPES = frozenset({"string", "category"})
 
 
 def scrubbed(value: Any) -> Any:
@@ -321,6 +328,8 @@ def scrubbed(value: Any) -> Any:
             value[column] = [redact_text(v) if isinstance(v, str) else v for v in value[column]]
         return value
     if isinstance(value, Mapping):
+        if all(type(v) is np.ndarray and v.dtype.kind in "biufc" for v in value.values()):
+            return value  # numbers only (a classifier's label and probabilities): as is
         return {k: scrubbed(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return redact_value(list(value))

@@ -55,7 +55,7 @@ from shipyard.serving.variant import ModelFailure, Variant
 
 log = logging.getLogger("shipyard.serving")
 REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
-ID_LETTERS = str.maketrans("0123456789", "ghijklmnop")
+HEX_LETTERS = str.maketrans("0123456789abcdef", "abcdefghijklmnop")  # keeps the order
 _IDS = random.Random()  # noqa: S311 - request ids label requests; they guard nothing
 OCTET = b"application/octet-stream"
 MONITOR_ROUTES = ("monitor", "drift", "alerts", "feedback")
@@ -156,12 +156,7 @@ class OnlineApp:
         started = time.perf_counter()
         given = header(scope, b"x-request-id")
         request_id = (
-            given.decode() if given and REQUEST_ID.match(given)
-            # Letters only: an id of ours never looks like a number worth redacting, so the
-            # access log's PII check passes over it at no cost. Not os.urandom: that syscall
-            # drops the GIL, and under load getting it back from the model thread costs more
-            # than the whole request (an id is a label, not a secret).
-            else f"{_IDS.getrandbits(64):016x}".translate(ID_LETTERS)
+            given.decode() if given and REQUEST_ID.match(given) else new_request_id(time.time())
         )
         context: dict[str, Any] = {}
         headers = [(b"x-request-id", request_id.encode())]
@@ -659,6 +654,18 @@ class OnlineApp:
             content_type.encode(),
             [(k.lower().encode(), v.encode()) for k, v in extra.items()],
         )
+
+
+def new_request_id(now: float) -> str:
+    """24 letters: the millisecond `now` falls in, then 52 random bits, hex digits as a-p.
+
+    Time-ordered, so a server's prediction records append at the end of their unique index:
+    random ids scattered the inserts across it (8 us a record in SQLite, against 3). Letters
+    only, so the access log's PII check passes over an id of ours at no cost. Not from
+    os.urandom: that syscall drops the GIL, and under load getting it back from the model
+    thread costs more than the whole request (an id is a label, not a secret).
+    """
+    return f"{int(now * 1000):011x}{_IDS.getrandbits(52):013x}".translate(HEX_LETTERS)
 
 
 def _error_body(scope: Scope, exc: ShipyardError) -> dict[str, Any]:
