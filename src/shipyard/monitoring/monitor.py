@@ -34,7 +34,7 @@ from shipyard.monitoring.feedback import Feedback, ImportReport, import_feedback
 from shipyard.monitoring.metrics import ServiceMetrics, VariantMetrics
 from shipyard.monitoring.performance import cell_figures, performance
 from shipyard.monitoring.records import PredictionRecord, RecordWriter
-from shipyard.monitoring.recordstore import RecordStore
+from shipyard.monitoring.recordstore import RecordStore, count_rows
 from shipyard.monitoring.sketch import ReferenceBins, WindowSketch, sketch_columns
 from shipyard.monitoring.traffic import Traffic
 from shipyard.routing import MonitoringConfig
@@ -227,13 +227,15 @@ class VariantMonitor:
         taken = [self.seen.popleft() for _ in range(len(self.seen))]
         if not taken:
             return
-        answered = []
-        add = self.traffic.add
-        for item in taken:
-            add(item.time, item.status, item.latency_ms, timeout=item.timeout,
-                fallback=item.fallback)
-            if item.outputs is not None and item.answered_by is None:
-                answered.append(item)
+        count = len(taken)
+        self.traffic.add_many(
+            np.fromiter((i.time for i in taken), np.float64, count),
+            np.fromiter((i.status for i in taken), np.int64, count),
+            np.fromiter((i.latency_ms for i in taken), np.float64, count),
+            np.fromiter((i.timeout for i in taken), np.bool_, count),
+            np.fromiter((i.fallback for i in taken), np.bool_, count),
+        )
+        answered = [i for i in taken if i.outputs is not None and i.answered_by is None]
         if len(answered) > SKETCH_PER_FLUSH:
             # Under heavy load a uniform sample describes the distribution as well; drift's
             # noise bounds use the rows actually sketched, so they stay honest.
@@ -256,16 +258,16 @@ class VariantMonitor:
                 log.exception("could not sketch a batch of %s", self.key)
         if records is not None:
             deployment, variant, version = self.key
+            model, text_inputs, submit = self.model.name, self._text_inputs, records.submit
             for item in taken:
                 if item.outputs is None:
                     continue
                 served_variant, served_version = item.answered_by or (variant, version)
-                records.submit(PredictionRecord.from_batch(
-                    request_id=item.request_id, time=item.time, deployment=deployment,
-                    variant=served_variant, model=self.model.name, version=served_version,
-                    batch=scrubbed(item.batch) if self._text_inputs else item.batch,
-                    outputs=scrubbed(item.outputs),
-                    latency_ms=item.latency_ms,
+                # Positional: this loop runs once per request, on the server's core.
+                submit(PredictionRecord(
+                    item.request_id, item.time, deployment, served_variant, model,
+                    served_version, scrubbed(item.batch) if text_inputs else item.batch,
+                    scrubbed(item.outputs), item.latency_ms, count_rows(item.batch),
                 ))
 
     def report(self, now: float, window_s: float | None = None) -> DriftReport | None:

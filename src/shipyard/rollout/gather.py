@@ -19,6 +19,7 @@ import pandas as pd
 
 from shipyard.monitoring.monitor import Monitor, VariantMonitor
 from shipyard.monitoring.recordstore import RecordStore
+from shipyard.monitoring.traffic import merged_quantiles
 from shipyard.rollout.evidence import ArmEvidence, Evidence, Outcome, Paired
 
 log = logging.getLogger("shipyard.rollout")
@@ -82,10 +83,10 @@ def _arm(watched: VariantMonitor | None, variant: str, version: str, digest: str
     if watched is None:
         return ArmEvidence(variant, version, digest, figures=dict(labelled), outcomes=outcomes)
     buckets = list(watched.traffic.window(now, window_s))
-    latencies = np.asarray([v for b in buckets for v in b.latencies_ms], dtype=np.float64)
-    quantiles: dict[str, float | None] = dict(zip(("p50", "p95", "p99"),
-                         (float(q) for q in np.percentile(latencies, [50, 95, 99])),
-                         strict=True)) if latencies.size else {}
+    # From the buckets' latency histograms (within 1%), over the very buckets counted here.
+    found = merged_quantiles(buckets, (0.5, 0.95, 0.99))
+    quantiles: dict[str, float | None] = (
+        dict(zip(("p50", "p95", "p99"), found, strict=True)) if found is not None else {})
     requests = sum(b.requests for b in buckets)
     figures: dict[str, float | None] = {
         **watched.traffic.figures(now, window_s),
