@@ -107,6 +107,7 @@ def _uvicorn_options(host: str, port: int) -> dict[str, Any]:
         "port": port,
         "http": "httptools",
         "loop": "uvloop",
+        "ws": "none",  # no WebSocket routes: skips importing a WebSocket library at start
         "lifespan": "on",
         "access_log": False,
         "server_header": False,
