@@ -254,3 +254,27 @@ def test_constant_numeric_slice_is_one_cell() -> None:
 def test_labels_and_predictions_of_different_types_are_compared_as_text() -> None:
     records, labels = records_frame(["1", "0", 1.0], [1, 0, 1])
     assert measure(records, labels).cells[0].metrics["accuracy"] == 1.0
+
+
+def test_performance_reads_only_labelled_records_and_agrees_with_reading_all(
+    store: RecordStore, cancer, monkeypatch: pytest.MonkeyPatch  # type: ignore[no-untyped-def]
+) -> None:
+    """A month of traffic with a few labels must not be read whole every few seconds: the
+    labelled records are fetched by request id (in chunks), with the same report."""
+    import shipyard.monitoring.recordstore as recordstore
+
+    monkeypatch.setattr(recordstore, "IDS_PER_QUERY", 4)  # several chunks on a small set
+    frame, y, good, _ = cancer
+    serve(store, _Drop(good), frame, y, "1", name="cancer", label_every=7)
+    labels = store.feedback("d")
+    wanted = labels["request_id"].tolist()
+    picked = store.records("d", request_ids=[*wanted, "no-such-request"])
+    everything = store.records("d")
+    assert set(picked["request_id"]) == set(wanted)
+    assert len(set(everything["request_id"])) > 5 * len(wanted)
+    assert picked["time"].is_monotonic_increasing
+    assert store.records("d", request_ids=[]).empty
+    fast = performance(store, "d", schema_of=lambda m, v: CLASSIFIER).to_json()
+    slow = measure(everything, labels[labels["label"].notna()][["request_id", "label"]],
+                   deployment="d", schema_of=lambda m, v: CLASSIFIER).to_json()
+    assert fast == slow and fast["cells"]

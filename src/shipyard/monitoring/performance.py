@@ -74,7 +74,9 @@ def performance(
     """Performance of the predictions made in [since, until) that have a label."""
     labels = store.feedback(deployment, since, until)
     labels = labels[labels["label"].notna()][["request_id", "label"]]
-    records = store.records(deployment, since, until) if len(labels) else pd.DataFrame()
+    # Only the labelled records: a month of traffic with a few labels must not be read whole.
+    records = (store.records(deployment, since, until, request_ids=labels["request_id"].tolist())
+               if len(labels) else pd.DataFrame())
     return measure(records, labels, deployment=deployment, slices=slices, bins=bins,
                    schema_of=schema_of)
 
