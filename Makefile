@@ -12,6 +12,9 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	# torch comes from the CPU wheel pinned here; a looser spec would pull a CUDA build.
 	$(PY) -m pip install --quiet -e ".[all,dev]" "torch==2.13.0"
+	# An editable install writes no bytecode, and PYTHONDONTWRITEBYTECODE=1 (CI) stops Python
+	# from caching it: compile once, or every `shipyard` command compiles the sources again.
+	$(PY) -m compileall -q src
 	# The dashboard's browser test drives Debian's Chromium (no browser download needed).
 	command -v chromium >/dev/null || ! command -v apt-get >/dev/null || \
 		(apt-get update -qq && apt-get install -y -qq chromium >/dev/null)
