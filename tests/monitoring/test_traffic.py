@@ -3,6 +3,7 @@ within 1% of the exact quantiles."""
 
 from __future__ import annotations
 
+import bisect
 import math
 
 import numpy as np
@@ -10,6 +11,7 @@ import pytest
 
 from shipyard.monitoring.traffic import (
     ACCURACY,
+    GAMMA,
     NBINS,
     POINT_S,
     X_MAX_MS,
@@ -25,7 +27,29 @@ QS = (0.5, 0.95, 0.99)
 
 def _state(traffic: Traffic) -> list[tuple[object, ...]]:
     return [(b.start, b.requests, b.errors, b.bad_input, b.timeouts, b.fallbacks,
-             b.latency_bins.tolist(), b.latency_counts.tolist()) for b in traffic.buckets]
+             b.histogram[0].tolist(), b.histogram[1].tolist()) for b in traffic.buckets]
+
+
+def _one_by_one(requests: list[tuple[float, int, float, bool, bool]]) -> list[tuple[object, ...]]:
+    """The documented rules, request by request in plain Python: the reference that the
+    vectorised `add_many` must agree with."""
+    edges = [X_MIN_MS * GAMMA**i for i in range(NBINS)]
+    buckets: list[list[object]] = []  # start, requests, errors, bad, timeouts, fallbacks, {bin: n}
+    for now, status, latency, timeout, fallback in requests:
+        start = now - now % 1.0
+        if not buckets or buckets[-1][0] < start:  # type: ignore[operator]
+            buckets.append([start, 0, 0, 0, 0, 0, {}])
+        b = buckets[-1]
+        b[1] += 1  # type: ignore[operator]
+        b[2] += status >= 500  # type: ignore[operator]
+        b[3] += 400 <= status < 500  # type: ignore[operator]
+        b[4] += timeout  # type: ignore[operator]
+        b[5] += fallback  # type: ignore[operator]
+        if math.isfinite(latency):
+            at = min(bisect.bisect_left(edges, latency), NBINS - 1)
+            b[6][at] = b[6].get(at, 0) + 1  # type: ignore[attr-defined,index]
+    return [(*b[:6], sorted(b[6]), [b[6][k] for k in sorted(b[6])])  # type: ignore[arg-type,index]
+            for b in buckets]
 
 
 def _random_requests(rng: np.random.Generator, n: int, t0: float) -> tuple[np.ndarray, ...]:
@@ -40,43 +64,24 @@ def _random_requests(rng: np.random.Generator, n: int, t0: float) -> tuple[np.nd
     return (times, statuses, latencies, rng.random(n) < 0.1, rng.random(n) < 0.05)
 
 
-def test_add_many_counts_like_add_one_by_one() -> None:
+def test_add_many_counts_like_the_rules_one_by_one() -> None:
     rng = np.random.default_rng(7)
-    one, bulk = Traffic(), Traffic()
+    bulk = Traffic()
+    seen: list[tuple[float, int, float, bool, bool]] = []
     t0 = 1_700_000_000.0
     for chunk in range(5):
         times, statuses, latencies, timeouts, fallbacks = _random_requests(
             rng, 2_000, t0 + chunk * 40.0 - 10.0)  # overlapping chunks: late across calls
         seconds = np.floor(times)
         assert (seconds < np.maximum.accumulate(seconds)).any()  # late requests are in there
-        for t, s, v, to, fb in zip(times, statuses, latencies, timeouts, fallbacks,
-                                   strict=True):
-            one.add(float(t), int(s), float(v), timeout=bool(to), fallback=bool(fb))
+        seen += [(float(t), int(s), float(v), bool(to), bool(fb)) for t, s, v, to, fb
+                 in zip(times, statuses, latencies, timeouts, fallbacks, strict=True)]
         bulk.add_many(times, statuses, latencies, timeouts, fallbacks)
-    assert _state(one) == _state(bulk)
+    assert _state(bulk) == _one_by_one(seen)
     starts = [b.start for b in bulk.buckets]
     assert starts == sorted(set(starts))  # appended in time order, never back in the past
     assert sum(b.requests for b in bulk.buckets) == 10_000
     assert sum(b.errors for b in bulk.buckets) > 0 and sum(b.bad_input for b in bulk.buckets) > 0
-
-
-def test_single_and_bulk_adds_mix_in_one_bucket() -> None:
-    rng = np.random.default_rng(5)
-    latencies = rng.lognormal(1.0, 1.0, 3_000)
-    n = latencies.size
-    mixed, bulk = Traffic(), Traffic()
-    for i, value in enumerate(latencies):
-        if i % 500 < 250:  # alternate runs of single adds and bulk adds
-            mixed.add(7.5, 200, float(value))
-        elif i % 500 == 250:
-            part = latencies[i:i + 250]
-            mixed.add_many(np.full(part.size, 7.5), np.full(part.size, 200), part,
-                           np.zeros(part.size, bool), np.zeros(part.size, bool))
-    bulk.add_many(np.full(n, 7.5), np.full(n, 200), latencies, np.zeros(n, bool),
-                  np.zeros(n, bool))
-    assert _state(mixed) == _state(bulk)
-    mixed.add(8.0, 200, 1.0)  # a new bucket: the old one's single adds are folded in
-    assert _state(mixed)[0] == _state(bulk)[0]
 
 
 def test_late_requests_go_to_the_newest_bucket() -> None:
@@ -116,7 +121,7 @@ def test_quantiles_are_within_one_percent(sigma: float) -> None:
     times = 1000.0 + np.sort(rng.uniform(0, 60, latencies.size))
     traffic.add_many(times, np.full(latencies.size, 200), latencies,
                      np.zeros(latencies.size, bool), np.zeros(latencies.size, bool))
-    found = traffic.latency_quantiles(1060.0, 60.0, QS)
+    found = merged_quantiles(traffic.window(1060.0, 60.0), QS)
     assert found is not None
     for method in ("nearest", "linear"):
         exact = np.percentile(latencies, [q * 100 for q in QS], method=method)
@@ -144,20 +149,18 @@ def test_odd_latencies_are_binned_as_documented() -> None:
                      np.zeros(n, bool))
     (bucket,) = traffic.buckets
     assert bucket.requests == 7  # every request counts ...
-    assert bucket.latency_counts.sum() == 4  # ... but only finite latencies are binned
-    assert bucket.latency_bins[0] == 0 and bucket.latency_counts[0] == 2  # 0 and -5
-    assert bucket.latency_bins[-1] == NBINS - 1  # 1e12 clipped to the top bin
-    one_by_one = Traffic()
-    for value in latencies:
-        one_by_one.add(100.2, 200, float(value))
-    assert _state(one_by_one) == _state(traffic)
+    assert bucket.histogram[1].sum() == 4  # ... but only finite latencies are binned
+    assert bucket.histogram[0][0] == 0 and bucket.histogram[1][0] == 2  # 0 and -5
+    assert bucket.histogram[0][-1] == NBINS - 1  # 1e12 clipped to the top bin
+    assert _state(traffic) == _one_by_one([(100.2, 200, float(v), False, False)
+                                           for v in latencies])
     low, high = merged_quantiles([bucket], (0.0, 1.0)) or []
     assert low == pytest.approx(X_MIN_MS, rel=ACCURACY)
     assert high == pytest.approx(X_MAX_MS, rel=2 * ACCURACY)
     # Only NaN latencies: requests, but no quantiles.
     only_nan = Traffic()
     only_nan.add(100.0, 200, math.nan)
-    assert only_nan.latency_quantiles(101.0, 10.0, QS) is None
+    assert merged_quantiles(only_nan.window(101.0, 10.0), QS) is None
     figures = only_nan.figures(101.0, 10.0)
     assert figures["requests"] == 1.0 and figures["latency_p99_ms"] is None
     assert only_nan.series(101.0, 10.0)[0]["p99_ms"] is None
@@ -171,15 +174,10 @@ def test_a_busy_bucket_stays_small() -> None:
         traffic.add_many(np.full(part.size, 500.5), np.full(part.size, 200), part,
                          np.zeros(part.size, bool), np.zeros(part.size, bool))
     (bucket,) = traffic.buckets
-    assert bucket.requests == n and int(bucket.latency_counts.sum()) == n
-    assert bucket.latency_bins.size == bucket.latency_counts.size <= NBINS < 2_000
-    assert bucket.latency_bins.dtype == np.uint16 and bucket.latency_counts.dtype == np.int64
-    assert np.all(np.diff(bucket.latency_bins.astype(np.int64)) > 0)  # sorted, unique
-    one_by_one = Traffic()
-    for value in rng.lognormal(2.0, 2.0, n):
-        one_by_one.add(500.5, 200, float(value))
-    (bucket,) = one_by_one.buckets
-    assert int(bucket.latency_counts.sum()) == n and bucket.latency_bins.size <= NBINS
+    assert bucket.requests == n and int(bucket.histogram[1].sum()) == n
+    assert bucket.histogram[0].size == bucket.histogram[1].size <= NBINS < 2_000
+    assert bucket.histogram[0].dtype == np.uint16 and bucket.histogram[1].dtype == np.int64
+    assert np.all(np.diff(bucket.histogram[0].astype(np.int64)) > 0)  # sorted, unique
 
 
 def test_window_is_strict_and_a_zero_length_window_is_empty() -> None:
@@ -189,7 +187,7 @@ def test_window_is_strict_and_a_zero_length_window_is_empty() -> None:
     assert [b.start for b in traffic.window(102.5, 1.5)] == [101.0, 102.0]
     assert [b.start for b in traffic.window(102.0, 1.0)] == [101.0, 102.0]  # start >= now - s
     assert list(traffic.window(102.5, 0.0)) == []
-    assert traffic.latency_quantiles(102.5, 0.0, QS) is None
+    assert merged_quantiles(traffic.window(102.5, 0.0), QS) is None
 
 
 def test_figures_of_an_empty_window() -> None:
@@ -237,4 +235,4 @@ def test_quantile_levels_must_be_in_range() -> None:
     traffic = Traffic()
     traffic.add(1.0, 200, 1.0)
     with pytest.raises(ValueError):
-        traffic.latency_quantiles(2.0, 10.0, [1.5])
+        merged_quantiles(traffic.window(2.0, 10.0), [1.5])

@@ -512,14 +512,7 @@ def _from_python(spec: FieldSpec, values: list[Any]) -> tuple[np.ndarray, np.nda
         try:
             array = np.array(leaves, dtype=np.float64)
         except OverflowError:  # a Python int beyond any double
-            index = next(i for i, v in enumerate(leaves) if not _fits_float(v))
-            raise _fail(
-                spec.name,
-                index // per_row,
-                "dtype_range",
-                f"the value overflows {spec.dtype}.",
-                "Send a smaller number.",
-            ) from None
+            raise _overflow(spec, leaves, per_row, _fits_float) from None
         if spec.dtype.startswith("float") or all(
             abs(int(v)) <= 2**53 for v in leaves if isinstance(v, int | np.integer)
         ):
@@ -538,14 +531,15 @@ def _from_python(spec: FieldSpec, values: list[Any]) -> tuple[np.ndarray, np.nda
     try:
         return np.array(leaves, dtype=np.int64).reshape(dims), nulls
     except OverflowError:  # a Python int beyond int64
-        index = next(i for i, v in enumerate(leaves) if not _fits_int64(v))
-        raise _fail(
-            spec.name,
-            index // per_row,
-            "dtype_range",
-            f"the value overflows {spec.dtype}.",
-            "Send a smaller number.",
-        ) from None
+        raise _overflow(spec, leaves, per_row, _fits_int64) from None
+
+
+def _overflow(spec: FieldSpec, leaves: list[Any], per_row: int,
+              fits: Callable[[Any], bool]) -> UserError:
+    """The error for the first value that does not fit the field's dtype."""
+    index = next(i for i, v in enumerate(leaves) if not fits(v))
+    return _fail(spec.name, index // per_row, "dtype_range",
+                 f"the value overflows {spec.dtype}.", "Send a smaller number.")
 
 
 def _fits_float(value: Any) -> bool:

@@ -78,27 +78,15 @@ class TrafficBucket:
     bad_input: int = 0
     timeouts: int = 0
     fallbacks: int = 0
-    # The latency histogram, sparse. One tuple, replaced whole, so a reader on another thread
-    # never pairs new bins with old counts.
-    _histogram: Histogram = field(default_factory=_empty, init=False, repr=False)
-
-    def histogram(self) -> Histogram:
-        """The latencies counted so far (sorted unique bins, their counts); any thread."""
-        return self._histogram
-
-    @property
-    def latency_bins(self) -> np.ndarray:
-        return self._histogram[0]
-
-    @property
-    def latency_counts(self) -> np.ndarray:
-        return self._histogram[1]
+    # The latency histogram, sparse: (sorted unique bins, their counts). One tuple, replaced
+    # whole, so a reader on another thread never pairs new bins with old counts.
+    histogram: Histogram = field(default_factory=_empty, repr=False)
 
     def add_latencies(self, bins: np.ndarray, counts: np.ndarray) -> None:
         """Count more latencies, given as sorted unique bin numbers and their counts (the
         flusher's thread only)."""
         if bins.size:
-            self._histogram = _merge(self._histogram, bins, counts)
+            self.histogram = _merge(self.histogram, bins, counts)
 
     def point(self) -> dict[str, float | int | None]:
         p50, p99 = _rounded(merged_quantiles([self], (0.5, 0.99)), 2)
@@ -120,7 +108,7 @@ def merged_quantiles(buckets: Iterable[TrafficBucket], qs: Sequence[float]) -> l
     levels = np.asarray(qs, dtype=np.float64)
     if levels.size and not ((levels >= 0) & (levels <= 1)).all():
         raise ValueError("quantiles must lie in [0, 1]")
-    kept = [h for h in (b.histogram() for b in buckets) if h[0].size]
+    kept = [b.histogram for b in buckets if b.histogram[0].size]
     if not kept:
         return None
     dense = np.bincount(np.concatenate([h[0] for h in kept]),
@@ -155,9 +143,9 @@ class Traffic:
 
     def add_many(self, times: np.ndarray, statuses: np.ndarray, latencies_ms: np.ndarray,
                  timeouts: np.ndarray, fallbacks: np.ndarray) -> None:
-        """Requests in the order they were seen, counted exactly as `add` one by one would:
-        a request whose bucket does not begin after the newest bucket's start goes into the
-        newest bucket (buckets are only ever appended, in time order)."""
+        """Requests in the order they were seen, counted as if one by one: a request whose
+        bucket does not begin after the newest bucket's start goes into the newest bucket
+        (buckets are only ever appended, in time order)."""
         times = np.asarray(times, dtype=np.float64)
         if not times.size:
             return
@@ -206,12 +194,6 @@ class Traffic:
         """The buckets that began in the last `seconds` (none for a zero-length window: a
         rollout step's first look must not count traffic from before the step)."""
         return [b for b in self.buckets if b.start >= now - seconds]
-
-    def latency_quantiles(self, now: float, seconds: float,
-                          qs: Sequence[float]) -> list[float] | None:
-        """Latency quantiles (ms, within 1%, not rounded) over the last `seconds`; None when
-        no latency was seen there."""
-        return merged_quantiles(self.window(now, seconds), qs)
 
     def figures(self, now: float, seconds: float) -> dict[str, float | None]:
         """Rates and latency quantiles over the last `seconds` (None where nothing was seen).
