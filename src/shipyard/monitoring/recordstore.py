@@ -44,8 +44,6 @@ from sqlalchemy import (
     select,
     text,
 )
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError
 
 from shipyard.bundle.manifest import NAME_PATTERN
@@ -497,12 +495,18 @@ def write_parquet(table: pa.Table, path: Path) -> None:
 
 
 def _insert_ignoring_duplicates(database: Database) -> Any:
+    # Dialect modules are imported here, for the one in use: importing PostgreSQL's (with its
+    # asyncpg driver glue) costs a SQLite server ~20 ms at start.
     backend = database.url.get_backend_name()
     if backend == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
         return sqlite_insert(prediction_records).on_conflict_do_nothing(
             index_elements=["deployment", "request_id"]
         )
     if backend == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+
         return postgresql_insert(prediction_records).on_conflict_do_nothing(
             index_elements=["deployment", "request_id"]
         )

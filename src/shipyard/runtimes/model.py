@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from shipyard.bundle import files, scan, signing
+from shipyard.bundle import files, scan
 from shipyard.bundle.manifest import Manifest, Schema
 from shipyard.bundle.schema import to_batch
 from shipyard.errors import BundleError, SchemaError
@@ -67,6 +67,10 @@ class Model:
             outputs = self.postprocess(outputs)
         return outputs
 
+    def enter_thread(self) -> None:
+        """This thread runs every later `run` (a variant's model thread)."""
+        self.predictor.enter_thread()
+
     def infer(self, data: Any) -> Outputs:
         """Every output of the model on `data`, as a dict of arrays."""
         return self.run(self.prepare(data))
@@ -107,6 +111,8 @@ def load_bundle(folder: Path, *, trusted_keys: Sequence[Path] = ()) -> Model:
     manifest = Manifest.read(folder)
     files.verify(folder, manifest)
     if trusted_keys:
+        from shipyard.bundle import signing  # cryptography: only when signatures are checked
+
         signing.verify(folder, trusted_keys)
     for entry in manifest.artifacts:
         scan.check_artifact(files.resolve_inside(folder, entry.path))

@@ -10,7 +10,7 @@ model version (`shipyard_violations_total`).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -19,7 +19,9 @@ from shipyard.bundle.manifest import Schema
 from shipyard.errors import SchemaError
 from shipyard.routing import GuardrailsConfig
 from shipyard.runtimes.base import Outputs
-from shipyard.security.guardrails import Guardrails, Policy
+
+if TYPE_CHECKING:
+    from shipyard.security.guardrails import Guardrails
 
 
 def build(config: GuardrailsConfig, schema: Schema,
@@ -29,6 +31,9 @@ def build(config: GuardrailsConfig, schema: Schema,
     enabled = texty if config.enabled is None else config.enabled
     if not enabled:
         return None
+    # Imported here: its detectors cost ~10 ms at start, and only text models use them.
+    from shipyard.security.guardrails import Guardrails, Policy
+
     return Guardrails(Policy.model_validate(config.policy), allowed_hosts=config.allowed_hosts,
                       on_violation=on_violation)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -17,8 +17,10 @@ from shipyard.errors import SchemaError
 from shipyard.routing import ServingConfig
 from shipyard.runtimes.base import Outputs
 from shipyard.runtimes.model import Model
-from shipyard.security.guardrails import Guardrails
 from shipyard.serving.batcher import Batcher
+
+if TYPE_CHECKING:
+    from shipyard.security.guardrails import Guardrails
 
 
 def rows_in(batch: Any) -> int:
@@ -75,6 +77,7 @@ class Variant:
             max_batch=config.max_batch,
             max_wait_s=config.max_wait_ms / 1000.0,
             name=f"{deployment}-{name}",
+            on_start=model.enter_thread,
         )
 
     def _run(self, batches: Sequence[Any]) -> list[Outputs | Exception]:
