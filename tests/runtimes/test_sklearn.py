@@ -155,3 +155,41 @@ def test_label_from_probabilities_matches_predict_for_every_argmax_estimator(tmp
         out = predictor.predict(X)
         np.testing.assert_array_equal(out["label"], model.predict(X))
         np.testing.assert_allclose(out["probabilities"], model.predict_proba(X))
+
+
+def test_model_thread_settings_stay_on_that_thread_and_answers_do_not_change(iris):
+    """enter_thread sets scikit-learn's per-thread settings once; other threads keep theirs."""
+    import threading
+
+    import sklearn
+    from sklearn.linear_model import LogisticRegression
+
+    from shipyard.runtimes.sklearn import SklearnPredictor
+
+    X, y, _ = iris
+    predictor = SklearnPredictor(LogisticRegression(max_iter=500).fit(X, y))
+    expected = predictor.predict(X)  # the main thread: settings only around the call
+    assert sklearn.get_config()["assume_finite"] is False
+    seen: dict[str, object] = {}
+
+    def model_thread() -> None:
+        predictor.enter_thread()
+        seen["config"] = sklearn.get_config()
+        seen["outputs"] = predictor.predict(X)
+
+    worker = threading.Thread(target=model_thread)
+    worker.start()
+    worker.join()
+    config = seen["config"]
+    assert isinstance(config, dict)
+    assert config["assume_finite"] is True and config["skip_parameter_validation"] is True
+    assert sklearn.get_config()["assume_finite"] is False
+    outputs = seen["outputs"]
+    assert isinstance(outputs, dict)
+    for name, values in expected.items():
+        np.testing.assert_array_equal(outputs[name], values)
+    # Back on a thread that is not the model's, the call still runs with the settings.
+    with sklearn.config_context(assume_finite=False):
+        again = predictor.predict(X)
+        assert sklearn.get_config()["assume_finite"] is False
+    np.testing.assert_array_equal(again["label"], expected["label"])

@@ -141,3 +141,39 @@ def test_close_drains_queued_work_and_refuses_new():
         return results
 
     assert asyncio.run(main()) == [0, 1, 2]
+
+
+def test_start_hook_runs_once_on_the_worker_thread_before_any_job():
+    seen: list[str] = []
+
+    def job(items):  # type: ignore[no-untyped-def]
+        seen.append(f"job:{threading.current_thread().name}")
+        return items
+
+    batcher = Batcher(job, name="hooked",
+                      on_start=lambda: seen.append(f"start:{threading.current_thread().name}"))
+
+    async def main() -> list[int]:
+        return [await batcher.submit(1), await batcher.submit(2)]
+
+    try:
+        assert asyncio.run(main()) == [1, 2]
+    finally:
+        batcher.close()
+    assert seen == ["start:shipyard-hooked", "job:shipyard-hooked", "job:shipyard-hooked"]
+
+
+def test_a_failing_start_hook_is_logged_and_the_model_still_answers(caplog):
+    def broken() -> None:
+        raise RuntimeError("no settings today")
+
+    batcher = Batcher(lambda items: [i + 1 for i in items], on_start=broken)
+    try:
+        assert asyncio.run(_one(batcher, 41)) == 42
+    finally:
+        batcher.close()
+    assert "start hook failed" in caplog.text
+
+
+async def _one(batcher: Batcher, item: int) -> int:
+    return await batcher.submit(item)  # type: ignore[no-any-return]

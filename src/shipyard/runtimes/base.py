@@ -63,6 +63,10 @@ class Predictor(ABC):
     def predict(self, batch: Any) -> Outputs:
         """Predict on a batch (a DataFrame or an array, as the runtime's options say)."""
 
+    def enter_thread(self) -> None:  # noqa: B027 - optional hook
+        """Called once on a thread that runs every later predict (a variant's model thread):
+        per-thread framework settings go here rather than around each call."""
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release resources; default does nothing."""
 

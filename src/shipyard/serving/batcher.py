@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import queue
 import threading
 import time
@@ -20,6 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+log = logging.getLogger("shipyard.serving")
 Job = Callable[[Sequence[Any]], Sequence[Any]]
 Entry = tuple[Any, int, "asyncio.Future[Any]"]
 
@@ -49,8 +51,10 @@ class Batcher:
     """
 
     def __init__(self, job: Job, *, rows_of: Callable[[Any], int] = lambda _: 1,
-                 max_batch: int = 64, max_wait_s: float = 0.0, name: str = "model") -> None:
+                 max_batch: int = 64, max_wait_s: float = 0.0, name: str = "model",
+                 on_start: Callable[[], None] | None = None) -> None:
         self.job = job
+        self.on_start = on_start  # run first on the worker thread (per-thread settings)
         self.rows_of = rows_of
         self.max_batch = max(1, max_batch)
         self.max_wait_s = max(0.0, max_wait_s)
@@ -107,6 +111,11 @@ class Batcher:
 
     def _work(self) -> None:
         self._closed_seen = False
+        if self.on_start is not None:
+            try:
+                self.on_start()
+            except Exception:  # the model still runs, only without its per-thread settings
+                log.exception("the model thread's start hook failed")
         while True:
             taken = self._take()
             if taken is None:
