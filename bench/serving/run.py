@@ -455,6 +455,11 @@ def report(results: dict[str, dict[str, Any]], levels: list[int], info: dict[str
             met += f" (noisy: {', '.join(t['noisy'])})"
         lines.append(f"| {t['target']} | {fmt(t['value'], 2)} | "
                      f"{'>=' if t['at_least'] else '<='} {t['limit']} | {met} |")
+    same_venv = results.get("floor@shipyard-venv", {}).get("cold_start_s")
+    cold_s = results.get("shipyard", {}).get("cold_start_s")
+    if same_venv and cold_s:
+        lines += ["", "Diagnostic, not a target: shipyard's cold start is "
+                  f"{cold_s / same_venv:.2f}x that of the floor's code run from shipyard's venv."]
     failures = [f"- **{n}**: {r['error']}" for n, r in results.items() if "error" in r]
     if failures:
         lines += ["", "Servers that could not be measured:", "", *failures]

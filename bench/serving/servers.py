@@ -164,6 +164,11 @@ SERVERS: dict[str, Server] = {s.name: s for s in [
     Server("floor", "floor", "uvicorn", lambda c, p: python(c, "floor", "floor.py", p),
            "/", rows_body,
            note="raw ASGI callable, uvicorn + httptools + uvloop, no access log"),
+    Server("floor@shipyard-venv", "main", "uvicorn", lambda c, p: python(c, "main", "floor.py", p),
+           "/", rows_body,
+           note="diagnostic, not a peer: the floor's code run from shipyard's venv, where pandas "
+                "and pyarrow are installed (scikit-learn imports pandas whenever it can): what "
+                "the environment alone costs"),
     Server("fastapi", "fastapi", "fastapi",
            lambda c, p: python(c, "fastapi", "fastapi_app.py", p), "/predict", rows_body,
            note="async route, pydantic body model, uvicorn + httptools + uvloop"),
