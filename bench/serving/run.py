@@ -1,6 +1,6 @@
 """Serve one scikit-learn model from shipyard and from its peers, side by side, in one run.
 
-    .venv/bin/python bench/serving/run.py [--duration 10] [--warmup 2] [--starts 3]
+    .venv/bin/python bench/serving/run.py [--duration 3] [--rounds 5] [--warmup 1] [--starts 3]
         [--peers floor,fastapi,bentoml,litserve,mlserver,mlflow,shipyard,shipyard+batching]
 
 Every server gets the same StandardScaler + LogisticRegression pipeline (model.py) and the
@@ -10,10 +10,14 @@ repository; setup_peers.sh makes the missing ones, with pinned versions and the 
 scikit-learn), pinned to core 0; this script and wrk run on core 1. Only loopback traffic.
 
 Per server: cold start (spawn to the first correct 200 on a real predict request, median of
---starts starts), then at concurrency 1, 8 and 64 (wrk -t1 -cN, --warmup s discarded, then
---duration s): throughput, p50/p99 latency, server CPU time per request (utime + stime of the
-server's process tree from /proc), non-2xx answers and socket errors (flagged when not 0);
-then the memory (RSS and PSS) of the process tree after the load.
+--starts starts, the servers taking turns); the last start keeps running. Then --rounds
+rounds: in each, every server in turn at concurrency 1, 8 and 64 (wrk -t1 -cN, --warmup s
+discarded, then --duration s), so that a change in the host's speed during the run (other
+tenants) falls on every server alike. Throughput and server CPU time per request (utime +
+stime of the server's process tree from /proc) count every round; latency percentiles are the
+median round's; non-2xx answers and socket errors are flagged when not 0. Then the memory
+(RSS and PSS) of each process tree.
+A target is judged on the median of the rounds' own ratios.
 
 Prints a table and writes bench/serving/results.md and results.json, with the throughput of
 every server relative to the raw-ASGI floor measured in the same run and shipyard's targets:
@@ -238,46 +242,113 @@ def measure_point(running: Running, script: Path, c: int,
     return best
 
 
-def measure(server: Server, ctx: Context, reference: dict[str, Any],
-            args: argparse.Namespace) -> dict[str, Any]:
-    out: dict[str, Any] = {"note": server.note}
-    if server.prepare is not None:
-        server.prepare(ctx)
-    body = server.body(ctx)
-    script = write_script(ctx.workdir, server.name.replace("+", "_"), server.path, body)
-    logs = ctx.workdir / "logs"
-    logs.mkdir(exist_ok=True)
-    cold: list[float] = []
-    running: Running | None = None
+def start_all(names: list[str], ctx: Context, reference: dict[str, Any],
+              args: argparse.Namespace, logs: Path,
+              results: dict[str, dict[str, Any]]) -> dict[str, tuple[Running, Path]]:
+    """Prepare every server, then time its cold starts, the servers taking turns as in the
+    measured rounds; the last start of each keeps running. Returns {name: (server, script)};
+    a server that fails gets its error in `results` and is left out."""
+    plans: dict[str, tuple[bytes, Path]] = {}
+    for name in names:
+        server = SERVERS[name]
+        try:
+            if server.prepare is not None:
+                server.prepare(ctx)
+            body = server.body(ctx)
+            plans[name] = (body, write_script(ctx.workdir, name.replace("+", "_").replace(
+                "@", "_"), server.path, body))
+        except Exception as exc:
+            results[name]["error"] = str(exc).replace("\n", " ")[:1500]
+            print(f"  {name}: FAILED to prepare: {exc}", flush=True)
+    cold: dict[str, list[float]] = {name: [] for name in plans}
+    running: dict[str, Running] = {}
     try:
-        for i in range(args.starts):
-            wait_quiet(None, args.quiet_wait)
-            running = Running(server, ctx, logs / f"{server.name}-{i}.log")
-            cold.append(running.wait_ready(body, reference))
-            print(f"  {server.name}: start {i + 1}: first answer after {cold[-1]:.2f} s",
-                  flush=True)
-            if i < args.starts - 1:
-                running.stop()
-                running = None
-        assert running is not None
-        out["cold_start_s"] = statistics.median(cold)
-        out["cold_starts_s"] = cold
-        out["points"] = {}
+        for index in range(args.starts):
+            for name in list(plans):
+                wait_quiet(None, args.quiet_wait)
+                started = Running(SERVERS[name], ctx, logs / f"{name}-{index}.log")
+                try:
+                    cold[name].append(started.wait_ready(plans[name][0], reference))
+                except Exception as exc:
+                    started.stop()
+                    results[name]["error"] = str(exc).replace("\n", " ")[:1500]
+                    print(f"  {name}: FAILED: {exc}", flush=True)
+                    del plans[name]
+                    continue
+                print(f"  {name}: start {index + 1}: first answer after {cold[name][-1]:.2f} s",
+                      flush=True)
+                if index < args.starts - 1:
+                    started.stop()
+                else:
+                    running[name] = started
+    except BaseException:
+        for started in running.values():
+            started.stop()
+        raise
+    for name in running:
+        results[name]["cold_start_s"] = statistics.median(cold[name])
+        results[name]["cold_starts_s"] = cold[name]
+    return {name: (running[name], plans[name][1]) for name in running}
+
+
+def combine(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """One concurrency level over all rounds: throughput and CPU over every request measured,
+    latency percentiles as the median round's, noise as the worst round's."""
+    ok = sum(p["requests"] - p["non_2xx"] for p in rounds)
+    seconds = sum(p["seconds"] for p in rounds)
+    cpu_s = sum((p["cpu_us_per_req"] or 0.0) * (p["requests"] - p["non_2xx"]) / 1e6
+                for p in rounds)
+    return {
+        "rps": sum(p["requests"] for p in rounds) / seconds if seconds else 0.0,
+        **{k: statistics.median(p[k] for p in rounds) for k in ("p50_ms", "p90_ms", "p99_ms")},
+        "max_ms": max(p["max_ms"] for p in rounds),
+        "requests": sum(p["requests"] for p in rounds),
+        "seconds": seconds,
+        "non_2xx": sum(p["non_2xx"] for p in rounds),
+        "errors": sum(p["errors"] for p in rounds),
+        "cpu_us_per_req": cpu_s / ok * 1e6 if ok else None,
+        "server_core_busy_pct": statistics.mean(p["server_core_busy_pct"] for p in rounds),
+        "server_core_others_pct": max(p["server_core_others_pct"] for p in rounds),
+        "attempts": sum(p["attempts"] for p in rounds),
+        "rounds": rounds,
+    }
+
+
+def measure_rounds(started: dict[str, tuple[Running, Path]], results: dict[str, dict[str, Any]],
+                   reference: dict[str, Any], ctx: Context, args: argparse.Namespace) -> None:
+    """Every concurrency of every running server, round after round, the servers taking
+    turns: slow changes in the machine's speed (other tenants of the host) then touch every
+    server alike, and each round gives its own ratio against the floor."""
+    measured: dict[str, dict[str, list[dict[str, Any]]]] = {name: {} for name in started}
+    # The pairs the tightest targets compare are measured back to back.
+    first = ("floor", "shipyard", "shipyard+batching")
+    order = sorted(started, key=lambda n: first.index(n) if n in first else len(first))
+    for index in range(args.rounds):
+        print(f"round {index + 1} of {args.rounds}:", flush=True)
         for c in args.concurrency:
-            p = measure_point(running, script, c, args)
-            out["points"][str(c)] = p
-            check_answer(server, probe(running.port, server, body), reference)
-            print(f"  {server.name}: c={c}: {p['rps']:.0f} req/s, p50 {p['p50_ms']:.2f} ms, "
-                  f"p99 {p['p99_ms']:.2f} ms, cpu {p['cpu_us_per_req'] or 0:.0f} us/req, "
-                  f"non-2xx {p['non_2xx']}, errors {p['errors']}, core {SERVER_CORE}: server "
-                  f"{p['server_core_busy_pct']:.0f}%, others {p['server_core_others_pct']:.0f}%",
-                  flush=True)
-        out["rss_mib"], out["pss_mib"] = running.tree.memory_mib()
-        out["processes"] = len(running.tree.pids())
-    finally:
-        if running is not None:
-            running.stop()
-    return out
+            for name in [n for n in order if n in started]:
+                running, script = started[name]
+                server = running.server
+                try:
+                    p = measure_point(running, script, c, args)
+                    check_answer(server, probe(running.port, server, server.body(ctx)),
+                                 reference)
+                except Exception as exc:
+                    results[name]["error"] = str(exc).replace("\n", " ")[:1500]
+                    print(f"  {name}: FAILED: {exc}", flush=True)
+                    running.stop()
+                    del started[name]
+                    continue
+                measured[name].setdefault(str(c), []).append(p)
+                print(f"  {name}: c={c}: {p['rps']:.0f} req/s, p50 {p['p50_ms']:.2f} ms, "
+                      f"p99 {p['p99_ms']:.2f} ms, cpu {p['cpu_us_per_req'] or 0:.0f} us/req, "
+                      f"non-2xx {p['non_2xx']}, errors {p['errors']}, core {SERVER_CORE}: "
+                      f"server {p['server_core_busy_pct']:.0f}%, others "
+                      f"{p['server_core_others_pct']:.0f}%", flush=True)
+    for name, (running, _) in started.items():
+        results[name]["points"] = {c: combine(rounds) for c, rounds in measured[name].items()}
+        results[name]["rss_mib"], results[name]["pss_mib"] = running.tree.memory_mib()
+        results[name]["processes"] = len(running.tree.pids())
 
 
 PREDICT_CODE = """
@@ -384,35 +455,40 @@ def targets(results: dict[str, dict[str, Any]], levels: list[int]) -> list[dict[
 
     found: list[dict[str, Any]] = []
 
-    def add(what: str, value: float | None, limit: float, at_least: bool,
+    def add(what: str, per_round: list[float] | None, limit: float, at_least: bool,
             used: tuple[tuple[str, str], ...] = ()) -> None:
+        # The median of the rounds' own ratios: each pairs measurements minutes apart at most.
+        value = statistics.median(per_round) if per_round else None
         met = None if value is None else (value >= limit if at_least else value <= limit)
         noisy = [f"{n} c={c}" for n, c in used
                  if (pts(n) or {}).get(c, {}).get("server_core_others_pct", 0) > NOISY_PCT]
-        found.append({"target": what, "value": value, "limit": limit,
-                      "at_least": at_least, "met": met, "noisy": noisy})
+        found.append({"target": what, "value": value, "rounds": per_round or [],
+                      "limit": limit, "at_least": at_least, "met": met, "noisy": noisy})
 
-    floor, ship, batch = pts("floor"), pts("shipyard"), pts("shipyard+batching")
-    for c in levels:
-        add(f"shipyard / floor throughput, c={c}",
-            ship[str(c)]["rps"] / floor[str(c)]["rps"] if ship and floor else None,
-            FLOOR_RATIO_MIN, True, (("shipyard", str(c)), ("floor", str(c))))
+    def paired(a: str, b: str, c: str, key: str = "rps") -> list[float] | None:
+        first, second = pts(a), pts(b)
+        if not first or not second or c not in first or c not in second:
+            return None
+        pairs = zip(first[c]["rounds"], second[c]["rounds"], strict=False)
+        return [x[key] / y[key] for x, y in pairs if y[key]]
+
+    for c in map(str, levels):
+        add(f"shipyard / floor throughput, c={c}", paired("shipyard", "floor", c),
+            FLOOR_RATIO_MIN, True, (("shipyard", c), ("floor", c)))
     for peer in SLOW_PEERS:
-        for c in levels:
-            other = pts(peer)
-            add(f"shipyard / {peer} throughput, c={c}",
-                ship[str(c)]["rps"] / other[str(c)]["rps"] if ship and other else None,
-                PEER_RATIO_MIN, True, (("shipyard", str(c)), (peer, str(c))))
+        for c in map(str, levels):
+            add(f"shipyard / {peer} throughput, c={c}", paired("shipyard", peer, c),
+                PEER_RATIO_MIN, True, (("shipyard", c), (peer, c)))
     top = str(max(levels))
     add(f"shipyard+batching / floor throughput, c={top}",
-        batch[top]["rps"] / floor[top]["rps"] if batch and floor else None,
-        BATCH_RATIO_MIN, True, (("shipyard+batching", top), ("floor", top)))
+        paired("shipyard+batching", "floor", top), BATCH_RATIO_MIN, True,
+        (("shipyard+batching", top), ("floor", top)))
     add("shipyard+batching p99 / shipyard p99, c=1",
-        batch["1"]["p99_ms"] / ship["1"]["p99_ms"] if batch and ship and "1" in ship else None,
-        BATCH_P99_MAX, False, (("shipyard+batching", "1"), ("shipyard", "1")))
+        paired("shipyard+batching", "shipyard", "1", "p99_ms"), BATCH_P99_MAX, False,
+        (("shipyard+batching", "1"), ("shipyard", "1")))
     cold_f = results.get("floor", {}).get("cold_start_s")
     cold_s = results.get("shipyard", {}).get("cold_start_s")
-    add("shipyard / floor cold start", cold_s / cold_f if cold_s and cold_f else None,
+    add("shipyard / floor cold start", [cold_s / cold_f] if cold_s and cold_f else None,
         COLD_RATIO_MAX, False)
     return found
 
@@ -448,12 +524,14 @@ def report(results: dict[str, dict[str, Any]], levels: list[int], info: dict[str
             f"{', '.join(f'{s:.2f}' for s in res['cold_starts_s'])} | {fmt(res['rss_mib'])} | "
             f"{fmt(res['pss_mib'])} | {res['processes']} | {vers} |")
     found = targets(results, levels)
-    lines += ["", "| shipyard target | value | limit | met |", "|---|---:|---:|---|"]
+    lines += ["", "| shipyard target | value (median of rounds) | each round | limit | met |",
+              "|---|---:|---|---:|---|"]
     for t in found:
         met = {None: "not measured", True: "yes", False: "**NO**"}[t["met"]]
         if t["noisy"] and t["met"] is not None:
             met += f" (noisy: {', '.join(t['noisy'])})"
-        lines.append(f"| {t['target']} | {fmt(t['value'], 2)} | "
+        each = ", ".join(f"{r:.2f}" for r in t["rounds"]) if len(t["rounds"]) > 1 else ""
+        lines.append(f"| {t['target']} | {fmt(t['value'], 2)} | {each} | "
                      f"{'>=' if t['at_least'] else '<='} {t['limit']} | {met} |")
     same_venv = results.get("floor@shipyard-venv", {}).get("cold_start_s")
     cold_s = results.get("shipyard", {}).get("cold_start_s")
@@ -504,8 +582,11 @@ def compile_shipyard() -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--duration", type=float, default=10.0, help="seconds per point")
-    parser.add_argument("--warmup", type=float, default=2.0, help="seconds before each point")
+    parser.add_argument("--duration", type=float, default=3.0,
+                        help="seconds per point and round")
+    parser.add_argument("--rounds", type=int, default=5,
+                        help="rounds of every point, the servers taking turns within each")
+    parser.add_argument("--warmup", type=float, default=1.0, help="seconds before each point")
     parser.add_argument("--starts", type=int, default=3, help="cold starts per server")
     parser.add_argument("--retries", type=int, default=2,
                         help=f"measure a point again when other processes took more than "
@@ -547,19 +628,23 @@ def main() -> int:
         print(f"predict_proba alone on core {SERVER_CORE}: {info['predict_us']} us "
               "(1 row, 64 rows)", flush=True)
     results: dict[str, dict[str, Any]] = {}
-    for name in names:
-        server = SERVERS[name]
-        print(f"{name}:", flush=True)
-        if server.venv in failed_venvs:
-            results[name] = {"error": failed_venvs[server.venv], "note": server.note}
-            print(f"  skipped: {failed_venvs[server.venv]}", flush=True)
-            continue
-        try:
-            results[name] = measure(server, ctx, reference, args)
-        except Exception as exc:
-            results[name] = {"error": str(exc).replace("\n", " ")[:1500], "note": server.note}
-            print(f"  FAILED: {exc}", flush=True)
-        results[name]["versions"] = versions(ctx, server)
+    logs = ctx.workdir / "logs"
+    logs.mkdir(exist_ok=True)
+    started: dict[str, tuple[Running, Path]] = {}
+    try:
+        for name in names:
+            server = SERVERS[name]
+            results[name] = {"note": server.note, "versions": versions(ctx, server)}
+            if server.venv in failed_venvs:
+                results[name]["error"] = failed_venvs[server.venv]
+                print(f"{name}: skipped: {failed_venvs[server.venv]}", flush=True)
+        print("cold starts:", flush=True)
+        started = start_all([n for n in names if "error" not in results[n]], ctx, reference,
+                            args, logs, results)
+        measure_rounds(started, results, reference, ctx, args)
+    finally:
+        for running, _ in started.values():
+            running.stop()
 
     info["loadavg_end"] = os.getloadavg()[0]
     text, found = report(results, args.concurrency, info, args)
