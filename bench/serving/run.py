@@ -266,11 +266,13 @@ def start_all(names: list[str], ctx: Context, reference: dict[str, Any],
         for index in range(args.starts):
             for name in list(plans):
                 wait_quiet(None, args.quiet_wait)
-                started = Running(SERVERS[name], ctx, logs / f"{name}-{index}.log")
+                started: Running | None = None
                 try:
+                    started = Running(SERVERS[name], ctx, logs / f"{name}-{index}.log")
                     cold[name].append(started.wait_ready(plans[name][0], reference))
                 except Exception as exc:
-                    started.stop()
+                    if started is not None:
+                        started.stop()
                     results[name]["error"] = str(exc).replace("\n", " ")[:1500]
                     print(f"  {name}: FAILED: {exc}", flush=True)
                     del plans[name]
@@ -282,8 +284,8 @@ def start_all(names: list[str], ctx: Context, reference: dict[str, Any],
                 else:
                     running[name] = started
     except BaseException:
-        for started in running.values():
-            started.stop()
+        for up in running.values():
+            up.stop()
         raise
     for name in running:
         results[name]["cold_start_s"] = statistics.median(cold[name])

@@ -348,3 +348,12 @@ def test_findings_are_ordered_disjoint_and_inside_the_text(text):
     for item in found:
         assert 0 <= item.start < item.end <= len(text)
     assert all(a.end <= b.start for a, b in itertools.pairwise(found))
+
+
+@pytest.mark.parametrize("prefix", ["ghp_", "gho_", "ghu_", "ghs_", "ghr_"])
+def test_every_github_token_prefix_passes_the_quick_trigger(prefix: str):
+    """The pre-check looks for the five prefixes, not any "gh" (as in "high" or "through"):
+    each one must still reach the detector, in text with too few digits to pass otherwise."""
+    token = prefix + "".join(random.Random(prefix).choices(string.ascii_letters, k=36))
+    assert kinds(f"the token {token} leaked") == ["secret"]
+    assert kinds("the road through the high hills") == []

@@ -4,7 +4,7 @@ import io
 import json
 import time
 
-from shipyard.serving.accesslog import AccessLog
+from shipyard.serving.accesslog import OWN_ID, AccessLog
 from shipyard.serving.online import new_request_id
 
 
@@ -22,7 +22,10 @@ def entry(request_id: str, path: str = "/v1/deployments/d/predict") -> tuple[obj
 
 
 def test_the_servers_own_ids_are_written_as_made():
-    ids = [new_request_id(time.time()) for _ in range(200)]  # some hold "gh", a secret prefix
+    ids = [new_request_id(time.time()) for _ in range(200)]
+    # The log knows the server's ids by their shape: if new_request_id changes it, this fails
+    # (an id no longer matching would only be scanned, and pass the check below unchanged).
+    assert all(OWN_ID.fullmatch(i) for i in ids)
     assert [line["request_id"] for line in logged(*(entry(i) for i in ids))] == ids
 
 

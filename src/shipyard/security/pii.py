@@ -397,7 +397,8 @@ DETECTORS: tuple[Detector, ...] = (
     _d("aws-access-key", "secret",
        r"(?<![A-Z0-9])(?:AKIA|ASIA|ABIA|ACCA|AGPA|AIDA|AIPA|ANPA|ANVA|AROA|APKA|ASCA)"
        r"([A-Z0-9]{16})(?![A-Z0-9])", ("A",), _token),
-    _d("github-token", "secret", _B + r"gh[pousr]_([A-Za-z0-9]{36,251})" + _E, ("gh",), _token),
+    _d("github-token", "secret", _B + r"gh[pousr]_([A-Za-z0-9]{36,251})" + _E,
+       ("ghp_", "gho_", "ghu_", "ghs_", "ghr_"), _token),
     _d("github-token", "secret", _B + r"github_pat_([A-Za-z0-9_]{22,251})" + _E,
        ("github_pat_",), _token),
     _d("slack-token", "secret", _B + r"xox[abposre]-([A-Za-z0-9-]{10,250})" + _E, ("xox",),
@@ -497,7 +498,7 @@ _AWS_PREFIX = re.compile(r"A(?:KIA|SIA|BIA|CCA|GPA|IDA|IPA|NPA|NVA|ROA|PKA|SCA)"
 # colons, or the literal a secret detector needs. No match: no detector can find anything.
 _TRIGGER = re.compile(
     r"@|:[0-9A-Fa-f]*:|PRIVATE KEY|A(?:KIA|SIA|BIA|CCA|GPA|IDA|IPA|NPA|NVA|ROA|PKA|SCA)"
-    r"|gh|github_pat_|xox|hooks\.slack\.com|k_live_|k_test_|whsec_|AIza|GOCSPX-|ya29\."
+    r"|gh[pousr]_|github_pat_|xox|hooks\.slack\.com|k_live_|k_test_|whsec_|AIza|GOCSPX-|ya29\."
     r"|eyJ|sy_|earer|://|(?i:pass|pwd|secret|key|token)"
 )
 # The fewest digits each detector's matches can hold (kept below the true minimum).
@@ -513,14 +514,14 @@ def find(text: str, kinds: Iterable[str] | None = None) -> list[Finding]:
     Where two detectors claim overlapping text, the higher kind wins (secret, card, iban,
     national_id, email, phone, ip), then the longer match.
     """
-    wanted = set(KINDS if kinds is None else kinds)
-    lowered: str | None = None
-    candidates: list[Finding] = []
     # Most values (paths, ids, names) hold few digits: counting them once, in C, skips every
     # digit-based detector at once (the access log asks this of every request).
     digits = len(text) - len(text.translate(_NO_DIGITS))
     if digits < MIN_DIGITS["ipv4"] and not _TRIGGER.search(text):
-        return candidates  # nothing any detector could start from: the common case
+        return []  # nothing any detector could start from: the common case
+    wanted = set(KINDS if kinds is None else kinds)
+    lowered: str | None = None
+    candidates: list[Finding] = []
     for detector in DETECTORS:
         if detector.kind not in wanted:
             continue
