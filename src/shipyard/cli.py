@@ -841,6 +841,13 @@ def deployments(ctx: Context, as_json: bool) -> None:
     help="Serve without authentication even beyond loopback (prints a warning). Management "
     "routes still need a credential.",
 )
+@click.option(
+    "--scheduling",
+    type=click.Choice(["batch", "normal"]),
+    default=None,
+    help="Linux scheduling policy of the server's threads (default: the `scheduling` "
+    "setting, batch). normal suits a core shared with other busy processes.",
+)
 @pass_context
 def serve(
     ctx: Context,
@@ -850,6 +857,7 @@ def serve(
     workers: int,
     no_monitoring: bool,
     insecure_no_auth: bool,
+    scheduling: str | None,
 ) -> None:
     """Serve deployments over HTTP (all of them when no NAME is given).
 
@@ -864,6 +872,8 @@ def serve(
 
     if no_monitoring:
         ctx.overrides["monitoring"] = False
+    if scheduling is not None:
+        ctx.overrides["scheduling"] = scheduling
     if insecure_no_auth:
         ctx.overrides["auth"] = "off"
         if not loopback(host):

@@ -16,6 +16,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from shipyard.cpu import Policy
 from shipyard.errors import ConfigError
 
 
@@ -75,6 +76,11 @@ class Settings(BaseModel):
         default=1.0,
         gt=0,
         description="How often a server checks the registry for new deployment revisions.",
+    )
+    scheduling: Policy = Field(
+        default="batch",
+        description="Linux scheduling policy of the server's threads: batch (no wakeup "
+        "preemption between the event loop and the model threads; docs/serving.md) or normal.",
     )
     access_log: bool = Field(
         default=True,

@@ -31,6 +31,7 @@ from shipyard.monitoring.records import (
 )
 from shipyard.monitoring.recordstore import (
     _SQLITE_INSERT,
+    CHUNK,
     RECORD_COLUMNS,
     RecordStore,
     _parquet_times,
@@ -182,3 +183,17 @@ def test_unstorable_times_cost_only_their_record(store: RecordStore) -> None:
     assert w.stats.rejected == 2 and w.stats.written == 2
     old = store.get("fraud", "old")
     assert old is not None and old.time == -1e9
+
+
+def test_a_paced_write_gives_way_between_chunks_and_keeps_every_row(store: RecordStore) -> None:
+    """The writer thread's pace (shipyard.cpu) is called between chunks of one transaction:
+    under SCHED_BATCH a request must not wait for a whole batch of inserts."""
+    now = time.time()
+    rows = [("fraud", f"p{i}", now, "a", "m", "1", 1.0, 1, "[1]", '{"label":[0]}')
+            for i in range(2 * CHUNK + 44)]
+    paces: list[int] = []
+    store.write(rows, pace=lambda: paces.append(len(paces)))
+    stored = store.records("fraud", columns=["request_id"])["request_id"]
+    assert sorted(stored) == sorted(f"p{i}" for i in range(len(rows)))
+    if store.parquet_dir is None:  # one Parquet file is written by Arrow in one call
+        assert paces == [0, 1]

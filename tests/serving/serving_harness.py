@@ -70,6 +70,17 @@ class Server:
         return self.proc.returncode
 
 
+def thread_policies(pid: int) -> set[int]:
+    """The scheduling policies of a live process's threads (os.SCHED_*), read from /proc."""
+    policies = set()
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            policies.add(os.sched_getscheduler(int(tid)))
+        except ProcessLookupError:  # a thread that ended meanwhile
+            continue
+    return policies
+
+
 def start_server(
     home: Path, *args: str, env: dict[str, str] | None = None, wait_ready: bool = True
 ) -> Server:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import threading
 import time
 from collections import Counter
@@ -12,7 +13,7 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
-from serving_harness import Models, Server, cli, start_server
+from serving_harness import Models, Server, cli, start_server, thread_policies
 
 
 class Load:
@@ -121,7 +122,9 @@ def test_killed_worker_leaves_the_others_answering(models: Models, tmp_path: Pat
 
 def test_sigterm_drains_in_flight_requests(models: Models, tmp_path: Path):
     home = _private_home(models, tmp_path)
-    server = start_server(home, "sleepy")
+    server = start_server(home, "sleepy", "--scheduling", "normal")
+    if sys.platform == "linux":  # the policy asked for, on every thread, the model's included
+        assert thread_policies(server.proc.pid) == {os.SCHED_OTHER}
     cli(home, "deploy", "sleepy", "--model", "sleepy:1", "--timeout-ms", "5000")
     time.sleep(1.0)
     results: list[httpx.Response] = []
@@ -169,5 +172,8 @@ def test_metrics_add_up_across_workers(models: Models, tmp_path: Path):
                     pids.add(sample.labels.get("pid"))
         assert answered == 60  # every worker's requests, counted once
         assert len(pids) >= 2, pids  # one memory series per live worker
+        if sys.platform == "linux":  # the default policy reaches every worker's threads
+            for pid in pids:
+                assert thread_policies(int(pid)) == {os.SCHED_BATCH}
     finally:
         server.stop()

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 import time
 
 import httpx
 import numpy as np
 import pytest
-from serving_harness import Models, Server
+from serving_harness import Models, Server, thread_policies
 
 
 def predict(server: Server, name: str, body: object, **kwargs: object) -> httpx.Response:
@@ -331,6 +332,15 @@ def test_a_server_started_with_the_collector_paused_turns_it_back_on(settings):
         gc.enable()
         gc.unfreeze()
     assert sent == ["lifespan.startup.complete", "enabled=True", "lifespan.shutdown.complete"]
+
+
+@pytest.mark.skipif(not hasattr(os, "SCHED_BATCH"), reason="a Linux scheduling policy")
+def test_every_server_thread_runs_under_the_batch_policy(server: Server, models: Models):
+    """Set on the event loop's thread before any other starts, so the model threads, the
+    record writers and the access log inherit it (docs/serving.md, one core, many threads)."""
+    answer = predict(server, "cancer", {"inputs": [{"input": models.X[0].tolist()}]})
+    assert answer.status_code == 200
+    assert thread_policies(server.proc.pid) == {os.SCHED_BATCH}
 
 
 def test_request_ids_are_letters_ordered_by_time_and_unique():

@@ -27,6 +27,7 @@ import pandas as pd
 
 from shipyard.bundle.manifest import Schema
 from shipyard.bundle.schema import concat
+from shipyard.cpu import Pacer
 from shipyard.errors import NotFoundError, ShipyardError, UserError
 from shipyard.monitoring.alerts import AlertEvaluator
 from shipyard.monitoring.drift import DriftReport, drift_report
@@ -134,6 +135,10 @@ def _cls(value: Any, seen: Mapping[str, Any]) -> str:
     return text if text in seen or len(seen) < MAX_CLASSES else "other"
 
 
+def give_way_never() -> None:
+    """The pace of a flush on a caller's thread: it runs straight through."""
+
+
 class BatchStats(Protocol):
     batches: int
     cpu_s: float
@@ -222,7 +227,8 @@ class VariantMonitor:
         if self.inflight is not None:
             self.metrics.set_inflight(self.inflight())
 
-    def flush(self, now: float, records: RecordWriter | None) -> None:
+    def flush(self, now: float, records: RecordWriter | None,
+              pace: Callable[[], None] = give_way_never) -> None:
         self._batches()
         taken = [self.seen.popleft() for _ in range(len(self.seen))]
         if not taken:
@@ -235,6 +241,7 @@ class VariantMonitor:
             np.fromiter((i.timeout for i in taken), np.bool_, count),
             np.fromiter((i.fallback for i in taken), np.bool_, count),
         )
+        pace()
         answered = [i for i in taken if i.outputs is not None and i.answered_by is None]
         if len(answered) > SKETCH_PER_FLUSH:
             # Under heavy load a uniform sample describes the distribution as well; drift's
@@ -256,6 +263,7 @@ class VariantMonitor:
                 )
             except Exception:
                 log.exception("could not sketch a batch of %s", self.key)
+            pace()
         if records is not None:
             deployment, variant, version = self.key
             model, text_inputs, submit = self.model.name, self._text_inputs, records.submit
@@ -269,6 +277,7 @@ class VariantMonitor:
                     served_version, scrubbed(item.batch) if text_inputs else item.batch,
                     scrubbed(item.outputs), item.latency_ms, count_rows(item.batch),
                 ))
+                pace()
 
     def report(self, now: float, window_s: float | None = None) -> DriftReport | None:
         window = self.window(now, window_s)
@@ -531,9 +540,12 @@ class Monitor:
     # -- the flusher -------------------------------------------------------------------------
 
     def _run(self) -> None:
+        pace = Pacer()
         while not self._stop.wait(self.flush_s):
+            pace.restart()
             try:
-                self.flush()
+                with self._flushing:
+                    self._flush(time.time(), pace)
             except Exception:  # the flusher must outlive any one bad batch
                 log.exception("monitor flush failed")
 
@@ -543,14 +555,15 @@ class Monitor:
         with self._flushing:
             self._flush(time.time() if now is None else now)
 
-    def _flush(self, now: float) -> None:
+    def _flush(self, now: float, pace: Callable[[], None] = give_way_never) -> None:
         with self._lock:
             monitors = list(self.variants.values())
         self._flush_pairs()
         for monitor in monitors:
-            monitor.flush(now, self.writers.get(monitor.key[0]))
+            monitor.flush(now, self.writers.get(monitor.key[0]), pace)
             if now - monitor.last_drift >= monitor.config.drift.slide_s:
                 monitor.evaluate_drift(now)
+                pace()
         self.metrics.update_resources()
         # Alerts follow the fastest drift window, at most every ALERT_EVERY_S.
         every = min([ALERT_EVERY_S, *(m.config.drift.slide_s for m in monitors)])

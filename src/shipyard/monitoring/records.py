@@ -41,6 +41,7 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from shipyard.bundle.manifest import NAME_PATTERN
 from shipyard.bundle.schema import ARRAY_FIELD, TEXT_FIELD
+from shipyard.cpu import Pacer
 from shipyard.monitoring.recordstore import (
     MAX_REQUEST_ID,
     PredictionRecord,
@@ -189,7 +190,7 @@ class RecordSink(Protocol):
     """Where the writer puts stored rows (`recordstore.RecordStore`): tuples in
     `RECORD_COLUMNS` order, `time` seconds since the epoch, `inputs` and `outputs` JSON text."""
 
-    def write(self, rows: Sequence[RecordRow]) -> None: ...
+    def write(self, rows: Sequence[RecordRow], pace: Callable[[], None] | None = None) -> None: ...
 
     def purge(self, deployment: str, before: datetime) -> tuple[int, int]: ...
 
@@ -246,6 +247,7 @@ class RecordWriter:
         self._closed = False
         self._wake = threading.Event()
         self._stopping = threading.Event()
+        self._pace = Pacer()
         self._drain_lock = threading.Lock()  # the thread, or close() after a stuck thread
         self._thread = threading.Thread(
             target=self._run, name=f"shipyard-records-{deployment}", daemon=True
@@ -319,6 +321,7 @@ class RecordWriter:
         while True:
             self._wake.wait(self._interval_s)
             self._wake.clear()
+            self._pace.restart()
             try:
                 self._drain()
                 self._maybe_purge()
@@ -354,6 +357,7 @@ class RecordWriter:
                     item.set()
                     continue
                 row = self._row(item)
+                self._pace()
                 if row is not None:
                     batch.append(row)
                 if len(batch) >= self._batch_size:
@@ -419,7 +423,7 @@ class RecordWriter:
             return
         for attempt in range(self._retries + 1):
             try:
-                self.sink.write(rows)
+                self.sink.write(rows, self._pace)
                 self.stats.written += len(rows)
                 return
             except Exception as exc:  # noqa: BLE001 - logged and counted below, never raised

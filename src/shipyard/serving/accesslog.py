@@ -18,6 +18,7 @@ from typing import IO, Any
 
 import orjson
 
+from shipyard.cpu import Pacer
 from shipyard.security.pii import redact_text
 
 FIELDS = (
@@ -66,15 +67,18 @@ class AccessLog:
     def _write(self) -> None:
         # Wake on a timer, not per entry: a blocking get() would wake this thread (and hand it
         # the GIL) once per request, which costs the server more than the logging itself.
+        pace = Pacer()
         while True:
             stop = self._stop.wait(FLUSH_S)
-            entries = []
+            pace.restart()
+            lines = []
             while True:
                 try:
-                    entries.append(self._queue.get_nowait())
+                    entry = self._queue.get_nowait()
                 except queue.Empty:
                     break
-            lines = [self._format(e) for e in entries]
+                lines.append(self._format(entry))
+                pace()
             if lines:
                 try:
                     self.stream.write("".join(lines))

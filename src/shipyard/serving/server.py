@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from shipyard.cpu import set_policy
 from shipyard.monitoring.metrics import MULTIPROC_ENV, prepare_multiprocess
 from shipyard.monitoring.monitor import Monitor
 from shipyard.registry.registry import Registry
@@ -98,6 +99,7 @@ def app_factory() -> OnlineApp:
 
     config = json.loads(os.environ[CONFIG_ENV])
     settings = Settings.load(config["overrides"], secrets=plain_settings)
+    set_policy(settings.scheduling)
     return build_app(settings, config["names"], config.get("host", "127.0.0.1"))
 
 
@@ -138,6 +140,11 @@ def serve(
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     options = _uvicorn_options(host, port)
+    # First, on the thread that becomes the event loop: every thread started later inherits it.
+    if not set_policy(settings.scheduling):
+        logging.getLogger("shipyard.serving").info(
+            "scheduling policy %s is not available here: the default applies", settings.scheduling
+        )
     if workers <= 1:
         uvicorn.run(build_app(settings, names, host, resume_gc=resume_gc), **options)
         return

@@ -1,0 +1,68 @@
+"""The server threads' scheduling policy and the background threads' pace."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from shipyard import cpu
+
+linux_only = pytest.mark.skipif(not hasattr(os, "SCHED_BATCH"), reason="a Linux policy")
+
+
+SCRIPT = """
+import os, sys, threading, time
+from shipyard import cpu
+
+def policies():
+    return sorted({os.sched_getscheduler(int(t)) for t in os.listdir("/proc/self/task")})
+
+stop = threading.Event()
+before = threading.Thread(target=stop.wait)  # a thread that exists before the call
+before.start()
+applied = cpu.set_policy(sys.argv[1])
+after = []
+later = threading.Thread(target=lambda: after.append(os.sched_getscheduler(0)))
+later.start()
+later.join()
+print(applied, policies(), after)
+stop.set()
+"""
+
+
+def _run(policy: str) -> str:
+    done = subprocess.run([sys.executable, "-c", SCRIPT, policy], capture_output=True,
+                          text=True, timeout=60, check=True)
+    return done.stdout.strip()
+
+
+@linux_only
+def test_batch_reaches_every_thread_of_the_process_and_every_later_one():
+    assert _run("batch") == f"True [{os.SCHED_BATCH}] [{os.SCHED_BATCH}]"
+
+
+@linux_only
+def test_normal_leaves_the_operating_systems_default():
+    assert _run("normal") == f"True [{os.SCHED_OTHER}] [{os.SCHED_OTHER}]"
+
+
+def test_the_pacer_gives_the_core_away_once_per_slice(monkeypatch: pytest.MonkeyPatch):
+    given: list[int] = []
+    monkeypatch.setattr(cpu, "give_way", lambda: given.append(1))
+
+    never = cpu.Pacer(slice_s=3600.0)
+    for _ in range(1000):
+        never()
+    assert given == []
+
+    always = cpu.Pacer(slice_s=0.0)
+    for _ in range(5):
+        always()
+    assert len(given) == 5
+
+
+def test_giving_way_with_nobody_waiting_returns():
+    cpu.give_way()  # a real sched_yield (or sleep(0)) on a thread of pytest's own
