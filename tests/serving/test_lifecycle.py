@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -89,6 +91,40 @@ def test_version_switch_under_load_fails_no_request(models: Models, tmp_path: Pa
         assert listing["revision"] == 2
     finally:
         assert server.stop() in (0, -signal.SIGTERM)  # uvicorn re-raises SIGTERM after draining
+
+
+def test_a_body_still_arriving_across_a_version_switch_is_answered_by_the_new_version(
+    models: Models, tmp_path: Path
+):
+    """The request is routed before its body arrives; meanwhile a new revision takes over and
+    the replaced one retires (its batcher closes). The answer must come from the new one."""
+    home = _private_home(models, tmp_path)
+    server = start_server(home, "cancer")
+    try:
+        body = json.dumps({"inputs": [{"input": models.X[0].tolist()}]}).encode()
+        head = (b"POST /v1/deployments/cancer/predict HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body))
+        with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+            sock.sendall(head + body[:10])
+            time.sleep(0.3)  # routed; the server waits for the rest of the body
+            cli(home, "deploy", "cancer", "--model", "cancer:2")
+            deadline = time.monotonic() + 30
+            while httpx.get(f"{server.url}/v1/deployments/cancer").json()["revision"] != 2:
+                assert time.monotonic() < deadline, "the server never switched"
+                time.sleep(0.05)
+            time.sleep(0.5)  # the replaced revision, with no request in flight, retires
+            sock.sendall(body[10:])
+            answer = b""
+            while b"\r\n\r\n" not in answer or not answer.rstrip().endswith(b"}"):
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                answer += chunk
+        status, _, rest = answer.partition(b"\r\n")
+        assert status == b"HTTP/1.1 200 OK", answer[:600]
+        assert b"x-model-version: 2" in rest.lower(), answer[:600]
+    finally:
+        server.stop()
 
 
 def test_killed_worker_leaves_the_others_answering(models: Models, tmp_path: Path):

@@ -423,6 +423,9 @@ class OnlineApp:
             scope, receive, limit=self.limits.max_body_bytes, timeout_s=self.limits.body_timeout_s
         )
         inputs = native.decode(parse_json(body), body)
+        # Again after the body: a revision fetched before it may have been replaced, and the
+        # replaced one's batchers closed, while the body was arriving.
+        live = self.fleet.get(name)
         outputs = await self._serve(
             live, inputs, sticky_key(live, scope, inputs, request_id), context
         )
@@ -644,6 +647,7 @@ class OnlineApp:
                     hint="Send the JSON header's length in bytes.",
                 ) from None
         request = v2.decode_request(body, header_length)
+        live = self.fleet.get(live.name)  # the current revision, as in _predict_native
         schema = live.champion.model.schema
         data = v2.to_columns(request, schema)
         outputs = await self._serve(
