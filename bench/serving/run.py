@@ -10,8 +10,9 @@ repository; setup_peers.sh makes the missing ones, with pinned versions and the 
 scikit-learn), pinned to core 0; this script and wrk run on core 1. Only loopback traffic.
 
 Per server: cold start (spawn to the first correct 200 on a real predict request, median of
---starts starts, the servers taking turns); the last start keeps running. Then --rounds
-rounds: in each, every server in turn at concurrency 1, 8 and 64 (wrk -t1 -cN, --warmup s
+--starts starts, the servers taking turns, each stopped before the next one starts, so no
+idle server shares the core with another's start); then one more, untimed start each. Then
+--rounds rounds: in each, every server in turn at concurrency 1, 8 and 64 (wrk -t1 -cN, --warmup s
 discarded, then --duration s), so that a change in the host's speed during the run (other
 tenants) falls on every server alike. Throughput and server CPU time per request (utime +
 stime of the server's process tree from /proc) count every round; latency percentiles are the
@@ -246,8 +247,9 @@ def start_all(names: list[str], ctx: Context, reference: dict[str, Any],
               args: argparse.Namespace, logs: Path,
               results: dict[str, dict[str, Any]]) -> dict[str, tuple[Running, Path]]:
     """Prepare every server, then time its cold starts, the servers taking turns as in the
-    measured rounds; the last start of each keeps running. Returns {name: (server, script)};
-    a server that fails gets its error in `results` and is left out."""
+    measured rounds, each stopped before the next starts; then start each once more, untimed,
+    for the rounds. Returns {name: (server, script)}; a server that fails gets its error in
+    `results` and is left out."""
     plans: dict[str, tuple[bytes, Path]] = {}
     for name in names:
         server = SERVERS[name]
@@ -279,10 +281,21 @@ def start_all(names: list[str], ctx: Context, reference: dict[str, Any],
                     continue
                 print(f"  {name}: start {index + 1}: first answer after {cold[name][-1]:.2f} s",
                       flush=True)
-                if index < args.starts - 1:
-                    started.stop()
-                else:
-                    running[name] = started
+                # Stopped even after its last timed start: a server kept running here would
+                # share the core with every later server's start (idle servers still poll
+                # and tick), a handicap for whoever comes last in the order.
+                started.stop()
+        for name in list(plans):  # the instances measured in the rounds; not timed
+            wait_quiet(None, args.quiet_wait)
+            started = Running(SERVERS[name], ctx, logs / f"{name}-serving.log")
+            try:
+                started.wait_ready(plans[name][0], reference)
+            except Exception as exc:
+                started.stop()
+                results[name]["error"] = str(exc).replace("\n", " ")[:1500]
+                print(f"  {name}: FAILED: {exc}", flush=True)
+                continue
+            running[name] = started
     except BaseException:
         for up in running.values():
             up.stop()
