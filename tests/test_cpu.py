@@ -63,6 +63,3 @@ def test_the_pacer_gives_the_core_away_once_per_slice(monkeypatch: pytest.Monkey
         always()
     assert len(given) == 5
 
-
-def test_giving_way_with_nobody_waiting_returns():
-    cpu.give_way()  # a real sched_yield (or sleep(0)) on a thread of pytest's own

@@ -267,35 +267,23 @@ def start_all(names: list[str], ctx: Context, reference: dict[str, Any],
     try:
         for index in range(args.starts):
             for name in list(plans):
-                wait_quiet(None, args.quiet_wait)
-                started: Running | None = None
-                try:
-                    started = Running(SERVERS[name], ctx, logs / f"{name}-{index}.log")
-                    cold[name].append(started.wait_ready(plans[name][0], reference))
-                except Exception as exc:
-                    if started is not None:
-                        started.stop()
-                    results[name]["error"] = str(exc).replace("\n", " ")[:1500]
-                    print(f"  {name}: FAILED: {exc}", flush=True)
-                    del plans[name]
+                timed = _start(name, ctx, plans, reference, results, args,
+                               logs / f"{name}-{index}.log")
+                if timed is None:
                     continue
-                print(f"  {name}: start {index + 1}: first answer after {cold[name][-1]:.2f} s",
+                started, seconds = timed
+                cold[name].append(seconds)
+                print(f"  {name}: start {index + 1}: first answer after {seconds:.2f} s",
                       flush=True)
                 # Stopped even after its last timed start: a server kept running here would
                 # share the core with every later server's start (idle servers still poll
                 # and tick), a handicap for whoever comes last in the order.
                 started.stop()
         for name in list(plans):  # the instances measured in the rounds; not timed
-            wait_quiet(None, args.quiet_wait)
-            started = Running(SERVERS[name], ctx, logs / f"{name}-serving.log")
-            try:
-                started.wait_ready(plans[name][0], reference)
-            except Exception as exc:
-                started.stop()
-                results[name]["error"] = str(exc).replace("\n", " ")[:1500]
-                print(f"  {name}: FAILED: {exc}", flush=True)
-                continue
-            running[name] = started
+            kept = _start(name, ctx, plans, reference, results, args,
+                          logs / f"{name}-serving.log")
+            if kept is not None:
+                running[name] = kept[0]
     except BaseException:
         for up in running.values():
             up.stop()
@@ -304,6 +292,25 @@ def start_all(names: list[str], ctx: Context, reference: dict[str, Any],
         results[name]["cold_start_s"] = statistics.median(cold[name])
         results[name]["cold_starts_s"] = cold[name]
     return {name: (running[name], plans[name][1]) for name in running}
+
+
+def _start(name: str, ctx: Context, plans: dict[str, tuple[bytes, Path]],
+           reference: dict[str, Any], results: dict[str, dict[str, Any]],
+           args: argparse.Namespace, log: Path) -> tuple[Running, float] | None:
+    """Start `name` on a quiet core and wait for its first correct answer. On failure the
+    error goes into `results`, the server leaves `plans`, and None is returned."""
+    wait_quiet(None, args.quiet_wait)
+    started: Running | None = None
+    try:
+        started = Running(SERVERS[name], ctx, log)
+        return started, started.wait_ready(plans[name][0], reference)
+    except Exception as exc:
+        if started is not None:
+            started.stop()
+        results[name]["error"] = str(exc).replace("\n", " ")[:1500]
+        print(f"  {name}: FAILED: {exc}", flush=True)
+        del plans[name]
+        return None
 
 
 def combine(rounds: list[dict[str, Any]]) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 from rich.table import Table
 
+from shipyard.cpu import POLICIES
 from shipyard.errors import ShipyardError
 from shipyard.settings import Settings
 
@@ -843,7 +844,7 @@ def deployments(ctx: Context, as_json: bool) -> None:
 )
 @click.option(
     "--scheduling",
-    type=click.Choice(["batch", "normal"]),
+    type=click.Choice(POLICIES),
     default=None,
     help="Linux scheduling policy of the server's threads (default: the `scheduling` "
     "setting, batch). normal suits a core shared with other busy processes.",

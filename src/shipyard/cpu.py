@@ -35,7 +35,7 @@ def set_policy(policy: Policy) -> bool:
         return policy == "normal"
     param = os.sched_param(0)
     try:
-        os.sched_setscheduler(0, os.SCHED_BATCH, param)
+        os.sched_setscheduler(0, os.SCHED_BATCH, param)  # refused here: refused everywhere
     except OSError:
         return False
     for tid in _threads():

@@ -544,18 +544,19 @@ class Monitor:
         while not self._stop.wait(self.flush_s):
             pace.restart()
             try:
-                with self._flushing:
-                    self._flush(time.time(), pace)
+                self.flush(pace=pace)
             except Exception:  # the flusher must outlive any one bad batch
                 log.exception("monitor flush failed")
 
-    def flush(self, now: float | None = None) -> None:
+    def flush(self, now: float | None = None,
+              pace: Callable[[], None] = give_way_never) -> None:
         """Process everything gathered; one flush at a time, so a caller that flushes (the
-        feedback route, the controller) returns only once every request so far is handed on."""
+        feedback route, the controller) returns only once every request so far is handed on.
+        The flusher's own thread passes its `pace`; a caller's flush runs straight through."""
         with self._flushing:
-            self._flush(time.time() if now is None else now)
+            self._flush(time.time() if now is None else now, pace)
 
-    def _flush(self, now: float, pace: Callable[[], None] = give_way_never) -> None:
+    def _flush(self, now: float, pace: Callable[[], None]) -> None:
         with self._lock:
             monitors = list(self.variants.values())
         self._flush_pairs()
