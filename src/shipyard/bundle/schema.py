@@ -625,9 +625,13 @@ def _column(spec: FieldSpec, raw: Any, rows: int, allow_nan: bool, frame: bool =
             if _within(spec, array):
                 return array.astype(numpy_dtype, copy=False)
     # Every check runs on doubles: float16 and float32 cannot even hold some limits and bounds.
-    # A signalling NaN (raw binary tensors can hold one) turns quiet here, without a warning.
     with np.errstate(invalid="ignore"):
         floats = array if array.dtype == np.float64 else array.astype(np.float64)
+    nan = np.isnan(floats)
+    if nan.any():
+        # A signalling NaN (raw binary tensors can hold one, and a cast may keep it) made
+        # quiet: every comparison and rounding below would warn on it.
+        floats = np.where(nan, np.nan, floats)
     flat = floats.reshape(len(floats), -1)
     if spec.dtype.startswith("int"):
         low, high = INT_LIMITS[spec.dtype]
@@ -663,7 +667,8 @@ def _column(spec: FieldSpec, raw: Any, rows: int, allow_nan: bool, frame: bool =
         floats[nulls] = math.nan
     _check_numeric(spec, floats, allow_nan)
     if spec.dtype.startswith("float"):
-        return array.astype(numpy_dtype, copy=False)
+        with np.errstate(invalid="ignore"):  # casting a signalling NaN quiets it, warning
+            return array.astype(numpy_dtype, copy=False)
     if array.dtype.kind == "f":
         nan_rows = np.isnan(flat).any(axis=1)
         if nan_rows.any():
