@@ -6,6 +6,7 @@ import math
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_om
 from prometheus_client.parser import text_string_to_metric_families as parse_text
@@ -13,6 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families as parse_tex
 from shipyard.errors import ConfigError
 from shipyard.monitoring.metrics import (
     ERROR_CLASSES,
+    LATENCY_BUCKETS,
     MULTIPROC_ENV,
     OTHER,
     ServiceMetrics,
@@ -82,6 +84,36 @@ def test_nasty_latencies_count_the_request_but_never_poison_the_histogram(
     assert value(found, "shipyard_requests_total", code="2xx") == 2
     assert value(found, "shipyard_request_duration_seconds_count") == 1
     assert value(found, "shipyard_request_duration_seconds_sum") == pytest.approx(0.01)
+
+
+def test_many_requests_at_once_expose_what_one_at_a_time_does() -> None:
+    """The monitor counts requests in bulk; the exposition must be that of `request` per
+    pair, nasty statuses and latencies included (this also pins the prometheus_client
+    internals that `observe_many` reads)."""
+    rng = np.random.default_rng(7)
+    bounds = list(LATENCY_BUCKETS)  # exactly on a bound, and just past it
+    seconds = np.concatenate([
+        rng.exponential(0.05, 500), bounds, np.nextafter(bounds, np.inf),
+        [0.0, -0.5, math.nan, math.inf, -math.inf, 11.0],
+    ])
+    statuses = rng.choice([200, 201, 302, 404, 422, 429, 503, 0, 42, 600, -200], len(seconds))
+    one, bulk = ServiceMetrics(), ServiceMetrics()
+    priced = CostConfig(per_request=0.25)
+    single = one.variant(**LABELS, cost=priced)
+    for status, value_s in zip(statuses.tolist(), seconds.tolist(), strict=True):
+        single.request(status, value_s)
+    many = bulk.variant(**LABELS, cost=priced)
+    many.requests(statuses[:300], seconds[:300])
+    many.requests(statuses[300:], seconds[300:])
+    many.requests(np.array([], dtype=np.int64), np.array([]))
+    counted = ("shipyard_requests_total", "shipyard_request_duration_seconds_bucket",
+               "shipyard_request_duration_seconds_count", "shipyard_request_duration_seconds_sum",
+               "shipyard_cost_total")
+    expected = {k: v for k, v in samples(one).items() if k[0] in counted}
+    found = {k: v for k, v in samples(bulk).items() if k[0] in counted}
+    assert found.keys() == expected.keys() and len(found) > 20
+    for key, number in expected.items():
+        assert found[key] == pytest.approx(number, rel=1e-12), key
 
 
 @pytest.mark.parametrize("status", [0, 42, 600, 999, -200])

@@ -21,6 +21,7 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
+import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, values
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
@@ -36,6 +37,7 @@ __all__ = [
     "ServiceMetrics",
     "VariantMetrics",
     "mark_dead",
+    "observe_many",
     "prepare_multiprocess",
 ]
 
@@ -171,6 +173,28 @@ class VariantMetrics:
         if self._request_price:
             self._cost.inc(self._request_price)
 
+    def requests(self, statuses: np.ndarray, seconds: np.ndarray) -> None:
+        """Many answered requests at once, as `request` for each (status, seconds) pair: a
+        few vectorised steps and one update per status class and latency bucket. The
+        server's monitor counts requests this way, once a second, off the event loop."""
+        if not len(statuses):
+            return
+        index = np.asarray(statuses, dtype=np.int64) // 100 - 1
+        index[(index < 0) | (index > 4)] = 4  # outside 100..599: our bug, a server error
+        for code, count in enumerate(np.bincount(index, minlength=5).tolist()):
+            if count:
+                child = self._requests[code]
+                if child is None:
+                    child = self._requests[code] = self._families.requests.labels(
+                        *self._labels, _CODE_CLASSES[code]
+                    )
+                child.inc(count)
+        seconds = np.asarray(seconds, dtype=np.float64)
+        with np.errstate(invalid="ignore"):
+            observe_many(self._duration, seconds[(seconds >= 0.0) & (seconds < math.inf)])
+        if self._request_price:
+            self._cost.inc(self._request_price * len(index))
+
     def error(self, cls: str) -> None:
         """A failed request, by class (ERROR_CLASSES; anything else counts as internal)."""
         child = self._errors.get(cls)
@@ -296,6 +320,22 @@ class ServiceMetrics:
             _reap_dead_workers(self.multiprocess_dir)
         encoder, content_type = choose_encoder(accept_header or "")
         return encoder(self.registry), content_type
+
+
+def observe_many(histogram: Histogram, amounts: np.ndarray) -> None:
+    """`histogram.observe(a)` for every `a` in `amounts`, in one pass: each bucket and the sum
+    are updated once. prometheus_client has no bulk observe; this reads the child's bucket
+    bounds and values as its `observe` does (`_upper_bounds`, `_buckets`, `_sum`), and a test
+    pins the exposition of both ways to be the same."""
+    if not len(amounts):
+        return
+    bounds = histogram._upper_bounds  # ends with +inf: every amount falls in some bucket
+    # The first bound >= the amount: observe's `amount <= bound`.
+    counts = np.bincount(np.searchsorted(bounds, amounts, side="left"), minlength=len(bounds))
+    histogram._sum.inc(float(np.sum(amounts)))
+    for bucket, count in zip(histogram._buckets, counts.tolist(), strict=True):
+        if count:
+            bucket.inc(count)
 
 
 def _check_multiprocess(directory: Path, library_multiprocess: bool) -> None:

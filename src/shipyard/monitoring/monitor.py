@@ -1,10 +1,11 @@
 """The server's monitor: a cheap hook on the hot path, and a flusher thread that does the rest.
 
-Per request the server calls `Monitor.finish`, which bumps a few pre-bound Prometheus children
-and appends one tuple to a deque: about as cheap as monitoring can be. Once a second the
-flusher thread takes everything gathered since and, vectorised over all of it, updates the
-traffic buckets, the sketches of inputs, predictions and confidence, the prediction records,
-batch sizes and cost, resource gauges; every `slide_s` it computes drift, and every few
+Per request the server calls `Monitor.finish`, which appends one small record to a deque (and
+bumps a pre-bound Prometheus child for an error, timeout or fallback): about as cheap as
+monitoring can be. Once a second the flusher thread takes everything gathered since and,
+vectorised over all of it, updates the request counters and latency histogram, the traffic
+buckets, the sketches of inputs, predictions and confidence, the prediction records, batch
+sizes and cost, resource gauges (a scrape of /metrics flushes first, so it is never behind); every `slide_s` it computes drift, and every few
 seconds it evaluates the alert rules. Figures are kept per variant, i.e. per deployment,
 variant and model version, across revisions: a version served before and after a redeploy
 keeps its history.
@@ -234,10 +235,14 @@ class VariantMonitor:
         if not taken:
             return
         count = len(taken)
+        statuses = np.fromiter((i.status for i in taken), np.int64, count)
+        latencies = np.fromiter((i.latency_ms for i in taken), np.float64, count)
+        # Counted here, not per request: one update per status class and latency bucket.
+        self.metrics.requests(statuses, latencies / 1000.0)
         self.traffic.add_many(
             np.fromiter((i.time for i in taken), np.float64, count),
-            np.fromiter((i.status for i in taken), np.int64, count),
-            np.fromiter((i.latency_ms for i in taken), np.float64, count),
+            statuses,
+            latencies,
             np.fromiter((i.timeout for i in taken), np.bool_, count),
             np.fromiter((i.fallback for i in taken), np.bool_, count),
         )
@@ -479,7 +484,6 @@ class Monitor:
         monitor = self.variants.get(key)
         if monitor is None:
             return
-        monitor.metrics.request(status, seconds)
         if status >= 400:
             monitor.metrics.error(error_class(status, context))  # a timeout counts as one
         elif context.get("timeout"):
@@ -500,7 +504,6 @@ class Monitor:
         monitor = self.variants.get((deployment, *shadow))
         if monitor is None:
             return
-        monitor.metrics.request(200, seconds)
         # Its own record id: the caller's request id names the champion's record.
         monitor.seen.append(Seen(time.time(), f"{request_id}~{shadow[0]}", 200,
                                  seconds * 1000.0, 0, batch, shadow_outputs))
@@ -517,7 +520,6 @@ class Monitor:
         if monitor is None:
             return
         status = 503 if not isinstance(exc, ShipyardError) else exc.status
-        monitor.metrics.request(status, 0.0)
         monitor.metrics.error(error_class(status, {"timeout": isinstance(exc, TimeoutError),
                                                    "error": "model_failure"}))
         monitor.seen.append(Seen(time.time(), "", status, 0.0, 0,
@@ -571,6 +573,11 @@ class Monitor:
         if now - self._last_alerts >= every:
             self._last_alerts = now
             self.evaluate_alerts(now)
+
+    def render_metrics(self, accept_header: str | None = None) -> tuple[bytes, str]:
+        """The /metrics exposition, after a flush: requests reach their counters there."""
+        self.flush(pace=Pacer())
+        return self.metrics.render(accept_header)
 
     def evaluate_alerts(self, now: float) -> None:
         for deployment, (exact, pattern) in list(self.alerts.items()):

@@ -272,9 +272,11 @@ class OnlineApp:
             return 200, openapi.DOCS_HTML, b"text/html; charset=utf-8", []
         elif path == "/metrics":
             _allow(method, "GET")
-            # Rendering can take milliseconds with many series: keep it off the event loop.
+            # The flush before rendering and the rendering itself can take milliseconds: off
+            # the event loop.
             body, kind = await asyncio.to_thread(
-                self._monitor().metrics.render, (header(scope, b"accept") or b"").decode("latin-1")
+                self._monitor().render_metrics,
+                (header(scope, b"accept") or b"").decode("latin-1"),
             )
             return 200, body, kind.encode(), []
         elif path in ("/ui", "/ui/"):
