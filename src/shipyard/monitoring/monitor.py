@@ -5,10 +5,10 @@ bumps a pre-bound Prometheus child for an error, timeout or fallback): about as 
 monitoring can be. Once a second the flusher thread takes everything gathered since and,
 vectorised over all of it, updates the request counters and latency histogram, the traffic
 buckets, the sketches of inputs, predictions and confidence, the prediction records, batch
-sizes and cost, resource gauges (a scrape of /metrics flushes first, so it is never behind); every `slide_s` it computes drift, and every few
-seconds it evaluates the alert rules. Figures are kept per variant, i.e. per deployment,
-variant and model version, across revisions: a version served before and after a redeploy
-keeps its history.
+sizes and cost, resource gauges (a scrape of /metrics flushes first, so it is never behind);
+every `slide_s` it computes drift, and every few seconds it evaluates the alert rules. Figures
+are kept per variant, i.e. per deployment, variant and model version, across revisions: a
+version served before and after a redeploy keeps its history.
 """
 
 from __future__ import annotations
