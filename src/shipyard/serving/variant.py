@@ -53,6 +53,15 @@ class InputRejected(SchemaError):
     """The model refused a schema-valid input, or answered outside its output schema: 422."""
 
 
+def _broke_schema(exc: SchemaError) -> InputRejected:
+    return InputRejected(
+        f"The model's answer broke its output schema: {exc.message}",
+        hint="The input is valid but drives the model outside its output range; "
+        "check the input values.",
+        **exc.details,
+    )
+
+
 INPUT_ERRORS = (ValueError, TypeError, ArithmeticError)
 
 
@@ -116,20 +125,21 @@ class Variant:
         return outputs
 
     def _checked(self, outputs: Outputs, batches: Sequence[Any]) -> list[Outputs | Exception]:
+        sizes = [rows_in(b) for b in batches]
+        try:
+            # Every rule is per value: a batch that passes as a whole passes request by request.
+            check_outputs(outputs, self.outputs_spec)
+            return list(split(outputs, sizes))
+        except SchemaError as exc:
+            if len(batches) == 1:
+                return [_broke_schema(exc)]
+        # Checked per request: one caller's extreme input must not fail its batch-mates.
         parts: list[Outputs | Exception] = []
-        for part in split(outputs, [rows_in(b) for b in batches]):
-            # Checked per request: one caller's extreme input must not fail its batch-mates.
+        for part in split(outputs, sizes):
             try:
                 check_outputs(part, self.outputs_spec)
             except SchemaError as exc:
-                parts.append(
-                    InputRejected(
-                        f"The model's answer broke its output schema: {exc.message}",
-                        hint="The input is valid but drives the model outside its output range; "
-                        "check the input values.",
-                        **exc.details,
-                    )
-                )
+                parts.append(_broke_schema(exc))
                 continue
             parts.append(part)
         return parts

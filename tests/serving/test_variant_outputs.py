@@ -1,0 +1,58 @@
+"""A batch's outputs are checked against the output schema per request: one caller whose input
+drives the model outside its output range gets a 422, its batch-mates their answers."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from shipyard.bundle.manifest import FieldSpec
+from shipyard.serving.variant import InputRejected, Variant
+
+SPECS = [FieldSpec(name="score", dtype="float64", minimum=0.0, maximum=1.0),
+         FieldSpec(name="label", dtype="int64")]
+
+
+def checked(scores: list[float], sizes: list[int]) -> list[object]:
+    owner = SimpleNamespace(outputs_spec=SPECS)
+    outputs = {"score": np.array(scores), "label": np.arange(len(scores))}
+    batches = [np.zeros((size, 2)) for size in sizes]
+    return Variant._checked(owner, outputs, batches)  # type: ignore[arg-type]
+
+
+def test_a_clean_batch_is_split_by_request() -> None:
+    parts = checked([0.1, 0.2, 0.3], [1, 2])
+    assert [p["score"].tolist() for p in parts] == [[0.1], [0.2, 0.3]]  # type: ignore[index]
+    assert [p["label"].tolist() for p in parts] == [[0], [1, 2]]  # type: ignore[index]
+
+
+@pytest.mark.parametrize(("sizes", "bad", "row"), [
+    ([1, 1, 1], 1, 0),
+    ([2, 1], 0, 1),
+    ([1, 2], 1, 0),
+])
+def test_only_the_request_whose_answer_breaks_the_schema_fails(
+    sizes: list[int], bad: int, row: int
+) -> None:
+    scores = [0.5] * sum(sizes)
+    scores[sum(sizes[:bad]) + row] = 7.0
+    parts = checked(scores, sizes)
+    for index, part in enumerate(parts):
+        if index == bad:
+            assert isinstance(part, InputRejected)
+            assert part.details["field"] == "score" and part.details["row"] == row
+            assert part.details["rule"] == "range"
+            assert "broke its output schema" in part.message
+        else:
+            assert part["score"].tolist() == [0.5] * sizes[index]  # type: ignore[index]
+
+
+def test_a_lone_request_gets_the_same_answer_as_in_a_batch() -> None:
+    alone = checked([0.5, float("nan")], [2])
+    batched = checked([0.2, 0.5, float("nan")], [1, 2])
+    assert isinstance(alone[0], InputRejected) and isinstance(batched[1], InputRejected)
+    assert alone[0].details == batched[1].details
+    assert alone[0].details["rule"] == "nullable" and alone[0].details["row"] == 1
+    assert batched[0]["score"].tolist() == [0.2]  # type: ignore[index]
