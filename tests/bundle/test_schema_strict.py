@@ -23,6 +23,8 @@ from shipyard.bundle.schema import (
     INT_LIMITS,
     MAX_JSON_DEPTH,
     MAX_STRING_CHARS,
+    SMALL_ARRAY,
+    _within,
     check_json_limits,
     to_batch,
 )
@@ -421,3 +423,33 @@ def test_v2_binary_values_meet_the_same_rules() -> None:
     with pytest.raises(SchemaError) as caught:
         to_batch(v2.to_columns(binary("x", "BOOL", flags, [2]), frame("float64")), frame("float64"))
     assert where(caught.value)[2] == "type"
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    values=st.lists(st.one_of(st.floats(allow_nan=True, allow_infinity=True),
+                              st.integers(-(2**53), 2**53).map(float)), min_size=1, max_size=70),
+    low=st.none() | st.floats(-1e6, 1e6),
+    span=st.floats(0, 2e6),
+    dtype=st.sampled_from(["float64", "float32"]),
+)
+def test_the_range_fast_path_agrees_with_numpy_at_every_size(
+    values: list[float], low: float | None, span: float, dtype: str
+) -> None:
+    """Small arrays are screened in Python, larger ones by NumPy reductions; either way a NaN
+    or infinity anywhere (first, last, alone) and any value out of bounds is never passed."""
+    spec = FieldSpec(name="x", dtype=dtype, minimum=low,
+                     maximum=None if low is None else low + span)
+    array = np.array(values, dtype=np.float64)
+    ok = bool(np.isfinite(array).all())
+    if ok and dtype == "float32":
+        ok = bool((np.abs(array) <= np.finfo(np.float32).max).all())
+    if ok and low is not None:
+        ok = bool((array >= low).all() and (array <= low + span).all())
+    with np.errstate(over="ignore", invalid="ignore"):
+        overflows = not np.isfinite(np.sum(array))
+    for shaped in (array, array.reshape(1, -1)):
+        passed = _within(spec, shaped)
+        assert not passed or ok  # never passes a bad value
+        # A sum that overflows may send good values to the slow path, which is exact.
+        assert passed == ok or (overflows and array.size <= SMALL_ARRAY)
