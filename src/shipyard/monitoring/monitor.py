@@ -330,6 +330,11 @@ TEXT_DTYPES = frozenset({"string", "category"})
 def scrubbed(value: Any) -> Any:
     """`value` with PII and secrets in its text replaced (numbers pass untouched, free):
     the field policies (drop, hash, mask) apply on top, in the writer."""
+    if type(value) is dict:  # a model's outputs, once per record: the common case first
+        for item in value.values():
+            if type(item) is not np.ndarray or item.dtype.kind not in "biufc":
+                return {k: scrubbed(v) for k, v in value.items()}
+        return value  # numbers only (a classifier's label and probabilities): as is
     if isinstance(value, np.ndarray):
         if value.dtype.kind in "biufc":
             return value

@@ -103,6 +103,8 @@ class PredictionRecord:
 
 
 def count_rows(batch: Any) -> int:
+    if type(batch) is np.ndarray:  # the common batch, once per record: no ABC checks
+        return len(batch) if batch.ndim else 1
     if batch is None:
         return 0
     if isinstance(batch, Mapping):
