@@ -18,17 +18,21 @@ batching, as bench/serving's `shipyard+batching` row), each in a shipyard home o
 Drift is evaluated every `--drift-slide-s` seconds (default 5, against the 300 s default
 `slide_s`) so that every measured point pays for at least one drift evaluation.
 
-Each round starts each configuration afresh (the order rotates from round to round), waits
-for its first correct answer, then measures concurrency 1 and 64 (the order alternates):
---warmup s discarded, then --duration s. The table shows medians over the rounds; a target is
-judged on the median of the rounds' own ratios (each configuration against off in the same
-round, seconds apart), which a drift in the host's speed over the run cannot tilt the way it
-can tilt a ratio of medians (shown beside it):
+The three servers start once and stay up. Each round measures concurrency 1 and 64 (the order
+alternates) on the three back to back (the order rotates from round to round): --warmup s
+discarded, then --duration s each. The table shows medians over the rounds; a target is
+judged on the median of the rounds' own ratios (each configuration against off at the same
+concurrency, seconds apart), which a drift in the host's speed over the run cannot tilt the
+way it can tilt a ratio of medians (shown beside it). `--fresh` instead starts every
+configuration afresh in every round and measures both concurrencies on it before the next
+(its paired points are a minute apart: on a host whose speed swings by tens of percent from
+minute to minute, as this VM's did on 2026-11-26, that spreads the paired ratios from 0.5 to
+1.3):
 
 - monitoring / off >= 0.95 at every concurrency (at most a 5% drop);
 - monitoring+records / off >= 0.90 at every concurrency (at most a 10% drop).
 
-After each server stops (a graceful stop drains the record writer), the records in its store
+After the servers stop (a graceful stop drains the record writer), the records in each store
 are counted against the requests it answered, so that records dropped or never written
 cannot pass as cheap ones.
 
@@ -214,11 +218,7 @@ def run_server(config: Config, ctx: Context, reference: dict[str, Any], levels: 
             serving.check_answer(server, serving.probe(running.port, server, body), reference)
             answered += p.pop("answered_total") + 1
             out["points"][str(c)] = p
-            print(f"  {config.name}: c={c}: {p['rps']:.0f} req/s, p50 {p['p50_ms']:.2f} ms, "
-                  f"p99 {p['p99_ms']:.2f} ms, cpu {p['cpu_us_per_req'] or 0:.0f} us/req "
-                  f"({p['cpu_us_per_req_with_drain'] or 0:.0f} with the {args.drain_s:g} s "
-                  f"after), non-2xx {p['non_2xx']}, errors {p['errors']}, core "
-                  f"{SERVER_CORE}: others {p['server_core_others_pct']:.0f}%", flush=True)
+            _print_point(config, c, p, args)
         out["rss_mib"], out["pss_mib"] = running.tree.memory_mib()
     finally:
         running.stop()
@@ -227,6 +227,74 @@ def run_server(config: Config, ctx: Context, reference: dict[str, Any], levels: 
     print(f"  {config.name}: {out['records_written']} records stored for {answered} requests "
           "answered", flush=True)
     return out
+
+
+def run_kept(ctx: Context, reference: dict[str, Any], levels: list[int],
+             args: argparse.Namespace) -> tuple[list[dict[str, Any]], dict[str, Any], bool]:
+    """Every configuration started once and kept up; in each round, each concurrency is
+    measured on the three servers back to back (order rotating), so the three points of a
+    paired ratio are seconds apart, whatever the host's speed does over minutes. Returns the
+    rounds, per-server totals (cold start, memory, records against requests) and whether
+    anything failed."""
+    kept: dict[str, tuple[Any, Server, bytes, Path]] = {}
+    totals: dict[str, dict[str, Any]] = {}
+    rounds: list[dict[str, Any]] = []
+    failed = False
+    try:
+        for config in CONFIGS:
+            server = server_of(config)
+            body = server.body(ctx)
+            script = write_script(ctx.workdir, config.name.replace("+", "_"), PATH, body)
+            home = home_of(ctx, config)
+            totals[config.name] = {"stored_before": records_stored(home), "answered": 1}
+            serving.wait_quiet(None, args.quiet_wait)
+            running = Running(server, ctx, ctx.workdir / "logs" / f"{config.name}.log")
+            kept[config.name] = (running, server, body, script)
+            totals[config.name]["cold_start_s"] = running.wait_ready(body, reference)
+        for i in range(args.rounds):
+            shift = i % len(CONFIGS)
+            order = CONFIGS[shift:] + CONFIGS[:shift]
+            print(f"round {i + 1}/{args.rounds}: {', '.join(c.name for c in order)}",
+                  flush=True)
+            this: dict[str, Any] = {"_order": [c.name for c in order]}
+            for c in (levels if i % 2 == 0 else levels[::-1]):
+                for config in order:
+                    running, server, body, script = kept[config.name]
+                    points = this.setdefault(config.name, {"points": {}})["points"]
+                    try:
+                        p = measure_point(running, script, c, args)
+                        serving.check_answer(server, serving.probe(running.port, server, body),
+                                             reference)
+                    except Exception as exc:
+                        failed = True
+                        this[config.name]["error"] = str(exc).replace("\n", " ")[:1500]
+                        print(f"  {config.name}: c={c}: FAILED: {exc}", flush=True)
+                        continue
+                    totals[config.name]["answered"] += p.pop("answered_total") + 1
+                    points[str(c)] = p
+                    _print_point(config, c, p, args)
+            rounds.append(this)
+    finally:
+        for name, (running, *_) in kept.items():
+            with contextlib.suppress(Exception):
+                totals[name]["rss_mib"], totals[name]["pss_mib"] = running.tree.memory_mib()
+            running.stop()
+    for config in CONFIGS:
+        total = totals.get(config.name)
+        if total is not None:
+            total["records_written"] = (records_stored(home_of(ctx, config))
+                                        - total.pop("stored_before"))
+            print(f"  {config.name}: {total['records_written']} records stored for "
+                  f"{total['answered']} requests answered", flush=True)
+    return rounds, totals, failed
+
+
+def _print_point(config: Config, c: int, p: dict[str, Any], args: argparse.Namespace) -> None:
+    print(f"  {config.name}: c={c}: {p['rps']:.0f} req/s, p50 {p['p50_ms']:.2f} ms, "
+          f"p99 {p['p99_ms']:.2f} ms, cpu {p['cpu_us_per_req'] or 0:.0f} us/req "
+          f"({p['cpu_us_per_req_with_drain'] or 0:.0f} with the {args.drain_s:g} s "
+          f"after), non-2xx {p['non_2xx']}, errors {p['errors']}, core "
+          f"{SERVER_CORE}: others {p['server_core_others_pct']:.0f}%", flush=True)
 
 
 # --- summary and report ----------------------------------------------------------------------
@@ -299,7 +367,17 @@ def fmt(value: float | None, digits: int = 0) -> str:
 
 def report(summary: dict[str, Any], found: list[dict[str, Any]],
            rounds: list[dict[str, dict[str, Any]]], levels: list[int], info: dict[str, Any],
-           specs: dict[str, Any], args: argparse.Namespace) -> str:
+           specs: dict[str, Any], args: argparse.Namespace,
+           totals: dict[str, Any] | None = None) -> str:
+    fresh = getattr(args, "fresh", True)
+    schedule = (
+        "each round starts each configuration afresh (order rotating), then "
+        f"{args.warmup:g} s warm-up and {args.duration:g} s measured per concurrency (order "
+        "alternating)" if fresh else
+        "each configuration is started once and kept up; each round measures every "
+        "concurrency (order alternating) on the three servers back to back (order rotating), "
+        f"{args.warmup:g} s warm-up and {args.duration:g} s measured each, so that the points "
+        "of a paired ratio are seconds apart")
     lines = [
         "# Monitoring's cost on serving throughput", "",
         f"Run on {info['date']}: `{info['command']}`", "",
@@ -310,10 +388,8 @@ def report(summary: dict[str, Any], found: list[dict[str, Any]],
         f"pinning: the server on core {SERVER_CORE}, wrk and this harness on core {LOAD_CORE}. "
         f"One deployment, `deploy --max-batch {args.max_batch}` (adaptive batching, as "
         "bench/serving's `shipyard+batching` row), three configurations, each in a home of "
-        f"its own; drift evaluated every {args.drift_slide_s:g} s. {args.rounds} rounds; each "
-        "round starts each configuration afresh (order rotating), then "
-        f"{args.warmup:g} s warm-up and {args.duration:g} s measured per concurrency (order "
-        "alternating). Figures are medians over the rounds whose point had the server core to "
+        f"its own; drift evaluated every {args.drift_slide_s:g} s. {args.rounds} rounds; "
+        f"{schedule}. Figures are medians over the rounds whose point had the server core to "
         f"itself (other processes under {NOISY_PCT:g}% of it; all rounds when none had; "
         "marked noisy when fewer than three had). Server CPU: utime + stime of the server's "
         f"process tree per request; 'with drain' adds what it used in the {args.drain_s:g} s "
@@ -363,6 +439,11 @@ def report(summary: dict[str, Any], found: list[dict[str, Any]],
             if res and "records_written" in res:
                 lines.append(f"| {config.name} | {i} | {res['records_written']:,} | "
                              f"{res['answered']:,} |")
+    for config in CONFIGS:
+        res = (totals or {}).get(config.name)
+        if res and "records_written" in res:
+            lines.append(f"| {config.name} | all | {res['records_written']:,} | "
+                         f"{res['answered']:,} |")
     lines += ["", "Every round (req/s; core 0 others %):", "",
               "| round | order | " + " | ".join(f"{c.name} c={lv}" for lv in levels
                                                  for c in CONFIGS) + " |",
@@ -384,7 +465,8 @@ def rewrite(source: Path, out: Path) -> int:
     levels = [int(c) for c in args.concurrency.split(",")]
     summary = summarise(data["rounds"], levels)
     found = targets(summary, data["rounds"], levels)
-    text = report(summary, found, data["rounds"], levels, data["machine"], data["specs"], args)
+    text = report(summary, found, data["rounds"], levels, data["machine"], data["specs"], args,
+                  data.get("totals"))
     print(text)
     out.write_text(text)
     out.with_suffix(".json").write_text(json.dumps(
@@ -423,6 +505,9 @@ def main() -> int:
     parser.add_argument("--drift-slide-s", type=float, default=5.0,
                         help="drift evaluated this often (the default deployment: 300 s)")
     parser.add_argument("--records-store", choices=("database", "parquet"), default="database")
+    parser.add_argument("--fresh", action="store_true",
+                        help="start every configuration afresh in every round (the default "
+                             "starts each once and measures the three back to back)")
     parser.add_argument("--out", default=str(RESULTS_MD), help="results markdown file")
     parser.add_argument("--from-json", default=None,
                         help="measure nothing: write the report again from a results.json")
@@ -452,8 +537,11 @@ def main() -> int:
               flush=True)
 
     rounds: list[dict[str, dict[str, Any]]] = []
+    totals: dict[str, Any] = {}
     failed = False
-    for i in range(args.rounds):
+    if not args.fresh:
+        rounds, totals, failed = run_kept(ctx, reference, levels, args)
+    for i in range(args.rounds if args.fresh else 0):
         shift = i % len(CONFIGS)
         order = CONFIGS[shift:] + CONFIGS[:shift]
         round_levels = levels if i % 2 == 0 else levels[::-1]
@@ -471,13 +559,13 @@ def main() -> int:
     info["loadavg_end"] = os.getloadavg()[0]
     summary = summarise(rounds, levels)
     found = targets(summary, rounds, levels)
-    text = report(summary, found, rounds, levels, info, specs, args)
+    text = report(summary, found, rounds, levels, info, specs, args, totals)
     print("\n" + text)
     Path(args.out).write_text(text)
     json_path = Path(args.out).with_suffix(".json")
     json_path.write_text(json.dumps(
         {"machine": info, "args": portable(vars(args)), "specs": specs, "summary": summary,
-         "targets": found, "rounds": rounds}, indent=2) + "\n")
+         "targets": found, "rounds": rounds, "totals": totals}, indent=2) + "\n")
     if failed:
         print(f"wrote {args.out} and {json_path}; server logs kept in {workdir / 'logs'}")
     else:
