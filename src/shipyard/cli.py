@@ -15,16 +15,40 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.console import Console
-from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
-from rich.table import Table
 
 from shipyard.cpu import POLICIES
 from shipyard.errors import ShipyardError
 from shipyard.settings import Settings
 
-console = Console()
-err_console = Console(stderr=True)
+
+class LazyConsole:
+    """rich's Console, made on first use: importing rich costs 50 ms or more, which `serve`
+    (its cold start), --json output and every command that prints nothing need not pay."""
+
+    def __init__(self, **options: Any) -> None:
+        self._options = options
+        self._console: Any = None
+
+    @property
+    def target(self) -> Any:
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(**self._options)
+        return self._console
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.target, name)
+
+
+def Table(*columns: Any, **options: Any) -> Any:  # rich's class, imported when first used
+    from rich.table import Table as RichTable
+
+    return RichTable(*columns, **options)
+
+
+console = LazyConsole()
+err_console = LazyConsole(stderr=True)
 
 
 class Context:
@@ -82,12 +106,14 @@ def progress_bar(label: str, enabled: bool) -> Iterator[Callable[[int, int], Non
     if not enabled or not err_console.is_terminal:
         yield None
         return
+    from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+
     with Progress(
         "[progress.description]{task.description}",
         BarColumn(),
         DownloadColumn(),
         TransferSpeedColumn(),
-        console=err_console,
+        console=err_console.target,
         transient=True,
     ) as bar:
         task = bar.add_task(label, total=None)
@@ -983,7 +1009,7 @@ def monitor_cmd(name: str, url: str, interval: float, once: bool, as_json: bool)
     if once or not console.is_terminal:
         console.print(monitor_tables(snap))
         return
-    with Live(monitor_tables(snap), console=console, auto_refresh=False) as live:
+    with Live(monitor_tables(snap), console=console.target, auto_refresh=False) as live:
         try:
             while True:
                 clock.sleep(interval)
@@ -1207,7 +1233,7 @@ def demo(demo_home: Path | None) -> None:
     """Train, package, check and register a real model end to end."""
     from shipyard.demo import run
 
-    run(demo_home, console)
+    run(demo_home, console.target)
 
 
 def main() -> None:

@@ -183,3 +183,12 @@ def test_python_dash_m_shipyard_runs_the_cli_with_the_collector_back_on(tmp_path
     version = subprocess.run([sys.executable, "-m", "shipyard", "--version"],
                              capture_output=True, text=True, timeout=120)
     assert version.returncode == 0 and "version" in version.stdout
+
+
+def test_rich_is_imported_only_when_something_is_drawn() -> None:
+    """rich costs 50 ms or more to import: the server's cold start and --json output skip it."""
+    code = ("import sys, shipyard.cli, shipyard.serving.server, shipyard.monitoring.monitor; "
+            "print('rich' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True)
+    assert done.stdout.strip() == "False"
