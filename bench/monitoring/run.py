@@ -200,33 +200,69 @@ def measure_point(running: Any, script: Path, c: int, args: argparse.Namespace) 
     return best
 
 
-def run_server(config: Config, ctx: Context, reference: dict[str, Any], levels: list[int],
-               round_no: int, args: argparse.Namespace) -> dict[str, Any]:
+@dataclass
+class Up:
+    """One configuration's server, started and answering, with its request and wrk script."""
+
+    config: Config
+    server: Server
+    running: Any
+    body: bytes
+    script: Path
+    cold_start_s: float
+    stored_before: int
+    answered: int = 1  # the probe that wait_ready counts as the first answer
+
+
+def start(config: Config, ctx: Context, reference: dict[str, Any], log_name: str,
+          args: argparse.Namespace) -> Up:
     server = server_of(config)
     body = server.body(ctx)
     script = write_script(ctx.workdir, config.name.replace("+", "_"), PATH, body)
-    home = home_of(ctx, config)
-    stored_before = records_stored(home)
+    stored_before = records_stored(home_of(ctx, config))
     serving.wait_quiet(None, args.quiet_wait)
-    running = Running(server, ctx, ctx.workdir / "logs" / f"{config.name}-{round_no}.log")
-    out: dict[str, Any] = {"points": {}}
-    answered = 1                       # the probe that wait_ready counts as the first answer
+    running = Running(server, ctx, ctx.workdir / "logs" / f"{log_name}.log")
     try:
-        out["cold_start_s"] = running.wait_ready(body, reference)
-        for c in levels:
-            p = measure_point(running, script, c, args)
-            serving.check_answer(server, serving.probe(running.port, server, body), reference)
-            answered += p.pop("answered_total") + 1
-            out["points"][str(c)] = p
-            _print_point(config, c, p, args)
-        out["rss_mib"], out["pss_mib"] = running.tree.memory_mib()
-    finally:
+        cold = running.wait_ready(body, reference)
+    except BaseException:
         running.stop()
-    out["answered"] = answered
-    out["records_written"] = records_stored(home) - stored_before
-    print(f"  {config.name}: {out['records_written']} records stored for {answered} requests "
-          "answered", flush=True)
+        raise
+    return Up(config, server, running, body, script, cold, stored_before)
+
+
+def point(up: Up, c: int, reference: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    """One measured point on a running server, its answer checked afterwards."""
+    p = measure_point(up.running, up.script, c, args)
+    serving.check_answer(up.server, serving.probe(up.running.port, up.server, up.body),
+                         reference)
+    up.answered += p.pop("answered_total") + 1
+    _print_point(up.config, c, p, args)
+    return p
+
+
+def stop(up: Up, ctx: Context) -> dict[str, Any]:
+    """Stop the server (a graceful stop drains the record writer) and count its records."""
+    out: dict[str, Any] = {"cold_start_s": up.cold_start_s}
+    with contextlib.suppress(Exception):  # a process that already exited has no memory
+        out["rss_mib"], out["pss_mib"] = up.running.tree.memory_mib()
+    up.running.stop()
+    out["answered"] = up.answered
+    out["records_written"] = records_stored(home_of(ctx, up.config)) - up.stored_before
+    print(f"  {up.config.name}: {out['records_written']} records stored for {up.answered} "
+          "requests answered", flush=True)
     return out
+
+
+def run_server(config: Config, ctx: Context, reference: dict[str, Any], levels: list[int],
+               round_no: int, args: argparse.Namespace) -> dict[str, Any]:
+    up = start(config, ctx, reference, f"{config.name}-{round_no}", args)
+    points: dict[str, Any] = {}
+    try:
+        for c in levels:
+            points[str(c)] = point(up, c, reference, args)
+    finally:
+        out = stop(up, ctx)
+    return {"points": points, **out}
 
 
 def run_kept(ctx: Context, reference: dict[str, Any], levels: list[int],
@@ -236,21 +272,12 @@ def run_kept(ctx: Context, reference: dict[str, Any], levels: list[int],
     paired ratio are seconds apart, whatever the host's speed does over minutes. Returns the
     rounds, per-server totals (cold start, memory, records against requests) and whether
     anything failed."""
-    kept: dict[str, tuple[Any, Server, bytes, Path]] = {}
-    totals: dict[str, dict[str, Any]] = {}
+    ups: dict[str, Up] = {}
     rounds: list[dict[str, Any]] = []
     failed = False
     try:
         for config in CONFIGS:
-            server = server_of(config)
-            body = server.body(ctx)
-            script = write_script(ctx.workdir, config.name.replace("+", "_"), PATH, body)
-            home = home_of(ctx, config)
-            totals[config.name] = {"stored_before": records_stored(home), "answered": 1}
-            serving.wait_quiet(None, args.quiet_wait)
-            running = Running(server, ctx, ctx.workdir / "logs" / f"{config.name}.log")
-            kept[config.name] = (running, server, body, script)
-            totals[config.name]["cold_start_s"] = running.wait_ready(body, reference)
+            ups[config.name] = start(config, ctx, reference, config.name, args)
         for i in range(args.rounds):
             shift = i % len(CONFIGS)
             order = CONFIGS[shift:] + CONFIGS[:shift]
@@ -259,33 +286,16 @@ def run_kept(ctx: Context, reference: dict[str, Any], levels: list[int],
             this: dict[str, Any] = {"_order": [c.name for c in order]}
             for c in (levels if i % 2 == 0 else levels[::-1]):
                 for config in order:
-                    running, server, body, script = kept[config.name]
-                    points = this.setdefault(config.name, {"points": {}})["points"]
+                    result = this.setdefault(config.name, {"points": {}})
                     try:
-                        p = measure_point(running, script, c, args)
-                        serving.check_answer(server, serving.probe(running.port, server, body),
-                                             reference)
+                        result["points"][str(c)] = point(ups[config.name], c, reference, args)
                     except Exception as exc:
                         failed = True
-                        this[config.name]["error"] = str(exc).replace("\n", " ")[:1500]
+                        result["error"] = str(exc).replace("\n", " ")[:1500]
                         print(f"  {config.name}: c={c}: FAILED: {exc}", flush=True)
-                        continue
-                    totals[config.name]["answered"] += p.pop("answered_total") + 1
-                    points[str(c)] = p
-                    _print_point(config, c, p, args)
             rounds.append(this)
     finally:
-        for name, (running, *_) in kept.items():
-            with contextlib.suppress(Exception):
-                totals[name]["rss_mib"], totals[name]["pss_mib"] = running.tree.memory_mib()
-            running.stop()
-    for config in CONFIGS:
-        total = totals.get(config.name)
-        if total is not None:
-            total["records_written"] = (records_stored(home_of(ctx, config))
-                                        - total.pop("stored_before"))
-            print(f"  {config.name}: {total['records_written']} records stored for "
-                  f"{total['answered']} requests answered", flush=True)
+        totals = {name: stop(up, ctx) for name, up in ups.items()}
     return rounds, totals, failed
 
 

@@ -305,3 +305,23 @@ def test_mark_dead_removes_only_live_gauges_of_that_pid(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "counter_41.db", "gauge_livesum_42.db", "histogram_41.db"
     ]
+
+
+def test_a_scrape_answers_even_when_the_flush_before_it_fails(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from shipyard.monitoring.monitor import Monitor
+
+    metrics = ServiceMetrics()
+    metrics.variant(**LABELS).request(200, 0.01)
+    monitor = Monitor(metrics)
+
+    def broken(now: float, pace: object) -> None:
+        raise RuntimeError("a sketch went wrong")
+
+    monkeypatch.setattr(monitor, "_flush", broken)
+    body, content_type = monitor.render_metrics(None)
+    assert content_type.startswith("text/plain")
+    assert ('shipyard_requests_total{code="2xx",deployment="fraud",model_version="1.2.0",'
+            'variant="champion"} 1.0') in body.decode().splitlines()
+    assert "monitor flush before a scrape failed" in caplog.text

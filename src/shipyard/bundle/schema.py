@@ -651,7 +651,7 @@ def _column(spec: FieldSpec, raw: Any, rows: int, allow_nan: bool, frame: bool =
         low, high = INT_LIMITS[spec.dtype]
         over: np.ndarray | None = None
         if array.dtype.kind == "f":
-            nan = np.isnan(flat)
+            nan = nan.reshape(len(floats), -1)  # the rows of `flat`
             _fail_where(
                 spec, np.isinf(flat), "finite", "infinity is not allowed.", "Send a finite number."
             )

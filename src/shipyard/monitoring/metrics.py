@@ -161,12 +161,7 @@ class VariantMetrics:
         index = status // 100 - 1
         if not 0 <= index < 5:
             index = 4  # a status outside 100..599 is our bug: count it as a server error
-        child = self._requests[index]
-        if child is None:
-            child = self._requests[index] = self._families.requests.labels(
-                *self._labels, _CODE_CLASSES[index]
-            )
-        child.inc()
+        self._requests_of(index).inc()
         # NaN or inf would poison the histogram's sum forever; a negative clock step is noise.
         if 0.0 <= seconds < math.inf:
             self._duration.observe(seconds)
@@ -183,17 +178,22 @@ class VariantMetrics:
         index[(index < 0) | (index > 4)] = 4  # outside 100..599: our bug, a server error
         for code, count in enumerate(np.bincount(index, minlength=5).tolist()):
             if count:
-                child = self._requests[code]
-                if child is None:
-                    child = self._requests[code] = self._families.requests.labels(
-                        *self._labels, _CODE_CLASSES[code]
-                    )
-                child.inc(count)
+                self._requests_of(code).inc(count)
         seconds = np.asarray(seconds, dtype=np.float64)
         with np.errstate(invalid="ignore"):
             observe_many(self._duration, seconds[(seconds >= 0.0) & (seconds < math.inf)])
         if self._request_price:
             self._cost.inc(self._request_price * len(index))
+
+    def _requests_of(self, code: int) -> Counter:
+        """The requests child of status class `code` (0 for 1xx ... 4 for 5xx), bound on
+        first use for the classes that do not exist from the start."""
+        child = self._requests[code]
+        if child is None:
+            child = self._requests[code] = self._families.requests.labels(
+                *self._labels, _CODE_CLASSES[code]
+            )
+        return child
 
     def error(self, cls: str) -> None:
         """A failed request, by class (ERROR_CLASSES; anything else counts as internal)."""

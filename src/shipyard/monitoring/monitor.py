@@ -581,7 +581,10 @@ class Monitor:
 
     def render_metrics(self, accept_header: str | None = None) -> tuple[bytes, str]:
         """The /metrics exposition, after a flush: requests reach their counters there."""
-        self.flush(pace=Pacer())
+        try:
+            self.flush(pace=Pacer())
+        except Exception:  # the scrape still answers, as of the last good flush
+            log.exception("monitor flush before a scrape failed")
         return self.metrics.render(accept_header)
 
     def evaluate_alerts(self, now: float) -> None:
