@@ -18,6 +18,7 @@ from shipyard.bundle.manifest import Profile
 from shipyard.bundle.profile import categorical_profile, numeric_profile
 from shipyard.errors import ConflictError
 from shipyard.monitoring.drift import (
+    _chi2_sf,
     chi_squared,
     cramers_v,
     drift_frame,
@@ -87,6 +88,21 @@ def test_noise_bound_is_the_chi2_quantile_scaled_by_both_sizes() -> None:
     # The bound falls like 1/n (PSI) and 1/sqrt(n) (the distances): bigger windows, finer eyes.
     bigger = noise_bounds(df=9, n=100_000, n_ref=4_000_000, alpha=0.01)
     assert bigger["psi"] < bounds["psi"] / 50 and bigger["js"] < bounds["js"] / 7
+
+
+@pytest.mark.parametrize("df", [1, 2, 9, 49, 400])
+def test_chi2_tail_and_quantile_are_scipy_stats_own(df: int) -> None:
+    # scipy.special directly, for speed: the same values as scipy.stats.chi2 gives.
+    for x in (0.0, 1e-12, 0.3, 4.0, 77.0, 1e5, math.inf):
+        assert _chi2_sf(x, df) == pytest.approx(stats.chi2.sf(x, df), rel=1e-12, abs=0)
+    for alpha in (1e-300, 1e-9, 0.001, 0.05, 0.5):
+        bound = noise_bounds(df=df, n=500, n_ref=1_000, alpha=alpha)["psi"]
+        assert bound == pytest.approx(stats.chi2.isf(alpha, df) * (1 / 500 + 1 / 1_000), rel=1e-12)
+    # A statistic that rounding left just below zero is no evidence, as stats.chi2.sf says;
+    # NaN stays NaN; no degrees of freedom, no test.
+    assert _chi2_sf(-1e-17, df) == 1.0 == stats.chi2.sf(-1e-17, df)
+    assert math.isnan(_chi2_sf(math.nan, df))
+    assert _chi2_sf(5.0, 0) == 1.0
 
 
 def test_merge_sparse_pools_rare_bins_and_keeps_dense_ones() -> None:

@@ -31,7 +31,7 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-from scipy import stats
+from scipy import special, stats
 
 from shipyard.bundle.manifest import Profile, Schema
 from shipyard.errors import ConflictError
@@ -141,7 +141,9 @@ def merge_sparse(
 def noise_bounds(df: int, n: int, n_ref: int, alpha: float) -> dict[str, float]:
     """What each effect reaches by sampling noise alone with probability `alpha`."""
     scale = 1.0 / n + 1.0 / n_ref
-    crit = float(stats.chi2.isf(alpha, df)) if df > 0 else 0.0
+    # scipy.special's functions are what stats.chi2 calls, without its ~40 us of argument
+    # handling per call (a report makes a few per field).
+    crit = float(special.chdtri(df, alpha)) if df > 0 else 0.0
     bound_psi = crit * scale
     return {
         "psi": bound_psi,
@@ -349,7 +351,10 @@ def _effect(value: float, p_value: float, threshold: float, bound: float) -> Sta
 
 
 def _chi2_sf(x: float, df: int) -> float:
-    return float(stats.chi2.sf(x, df)) if df > 0 else 1.0
+    # As stats.chi2.sf(x, df), 40x cheaper; a statistic at or below 0 (rounding) is no evidence.
+    if df <= 0 or x <= 0:
+        return 1.0
+    return float(special.chdtrc(df, x))
 
 
 def _ratio(s: Statistic) -> float:
