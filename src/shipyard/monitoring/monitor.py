@@ -2,13 +2,16 @@
 
 Per request the server calls `Monitor.finish`, which appends one small record to a deque (and
 bumps a pre-bound Prometheus child for an error, timeout or fallback): about as cheap as
-monitoring can be. Once a second the flusher thread takes everything gathered since and,
-vectorised over all of it, updates the request counters and latency histogram, the traffic
-buckets, the sketches of inputs, predictions and confidence, the prediction records, batch
-sizes and cost, resource gauges (a scrape of /metrics flushes first, so it is never behind);
-every `slide_s` it computes drift, and every few seconds it evaluates the alert rules. Figures
-are kept per variant, i.e. per deployment, variant and model version, across revisions: a
-version served before and after a redeploy keeps its history.
+monitoring can be. The record holds the request's inputs and outputs only where the flush will
+use them: every one while prediction records are on, otherwise about the share the sketches
+take (`SKETCH_PER_FLUSH` a second per variant), so that under load the others are freed at
+once rather than held for a second. Once a second the flusher thread takes everything gathered
+since and, vectorised over all of it, updates the request counters and latency histogram, the
+traffic buckets, the sketches of inputs, predictions and confidence, the prediction records,
+batch sizes and cost, resource gauges (a scrape of /metrics flushes first, so it is never
+behind); every `slide_s` it computes drift, and every few seconds it evaluates the alert rules.
+Figures are kept per variant, i.e. per deployment, variant and model version, across
+revisions: a version served before and after a redeploy keeps its history.
 """
 
 from __future__ import annotations
@@ -52,6 +55,7 @@ FEEDBACK_FIELDS = frozenset({"request_id", "label", "thumbs", "score", "comment"
 PERF_EVERY_S = 10.0
 FLUSH_S = 1.0
 SKETCH_PER_FLUSH = 2000  # requests sketched per variant per flush, at most
+KEEP_MARGIN = 1.25
 ALERT_EVERY_S = 5.0
 ALERT_WINDOW_S = 300.0
 KEEP_DRIFT = 288  # drift evaluations kept for the history plot
@@ -174,6 +178,10 @@ class VariantMonitor:
     drift: DriftReport | None = None
     drift_history: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=KEEP_DRIFT))
     last_drift: float = 0.0
+    # The share of requests whose inputs and outputs `finish` keeps for the next flush: all
+    # while records are on; otherwise about what the flush will sketch (SKETCH_PER_FLUSH), so
+    # that under load the rest are freed at once instead of held a second and then dropped.
+    keep_share: float = 1.0
     _batches_seen: int = 0
     _cpu_seen: float = 0.0
     _text_inputs: bool = True
@@ -269,6 +277,7 @@ class VariantMonitor:
             except Exception:
                 log.exception("could not sketch a batch of %s", self.key)
             pace()
+        self.keep_share = self._share_to_keep(count, records)
         if records is not None:
             deployment, variant, version = self.key
             model, text_inputs, submit = self.model.name, self._text_inputs, records.submit
@@ -283,6 +292,14 @@ class VariantMonitor:
                     scrubbed(item.outputs), item.latency_ms, count_rows(item.batch),
                 ))
                 pace()
+
+    def _share_to_keep(self, count: int, records: RecordWriter | None) -> float:
+        if records is not None and records.sample > 0:
+            return 1.0
+        if self.reference is None:
+            return 0.0  # nothing to sketch against
+        # A margin over the sketch's share, so that a flush still finds its fill to sample.
+        return min(1.0, KEEP_MARGIN * SKETCH_PER_FLUSH / max(1, count))
 
     def report(self, now: float, window_s: float | None = None) -> DriftReport | None:
         window = self.window(now, window_s)
@@ -413,6 +430,8 @@ class Monitor:
         self._lock = threading.Lock()
         self._flushing = threading.Lock()
         self._last_alerts = 0.0
+        # Which requests' values `finish` keeps: a sample for sketches, guarding nothing.
+        self._draw = random.Random().random  # noqa: S311
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -448,6 +467,8 @@ class Monitor:
                         self.metrics.variant(deployment, name, served.model.version, config.cost),
                     )
                 current.config, current.role, current.served = config, served.role, served
+                # Everything, until the first flush under this config sets the share.
+                current.keep_share = 1.0
                 current.model, current.inflight = served.model, inflight
                 current._batches_seen = served.stats.batches if served.stats else 0
                 current._cpu_seen = served.stats.cpu_s if served.stats else 0.0
@@ -495,9 +516,14 @@ class Monitor:
             monitor.metrics.timeout()  # timed out, then the fallback answered
         if context.get("fallback"):
             monitor.metrics.fallback()
+        share = monitor.keep_share
+        if share >= 1.0 or (share > 0.0 and self._draw() < share):
+            batch, outputs = context.get("batch"), context.get("outputs")
+        else:
+            batch = outputs = None  # neither sketched nor recorded: counted only
         monitor.seen.append(Seen(
             time.time(), request_id, status, seconds * 1000.0, context.get("rows", 0),
-            context.get("batch"), context.get("outputs"), context.get("timeout", False),
+            batch, outputs, context.get("timeout", False),
             context.get("fallback", False), context.get("answered_by"),
         ))
 

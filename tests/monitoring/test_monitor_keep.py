@@ -1,0 +1,134 @@
+"""Which requests' inputs and outputs the monitor keeps for its flush: all while records are on,
+about the sketch's share otherwise; every request is counted either way."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from shipyard.monitoring.metrics import ServiceMetrics
+from shipyard.monitoring.monitor import KEEP_MARGIN, SKETCH_PER_FLUSH, Monitor, Served
+from shipyard.monitoring.records import RecordWriter
+from shipyard.monitoring.recordstore import RecordStore
+from shipyard.registry.database import Database
+from shipyard.routing import MonitoringConfig
+from shipyard.runtimes.model import Model, load_bundle
+
+BURST = 10_000
+
+
+@pytest.fixture
+def model(packaged: Path) -> Model:
+    return load_bundle(packaged)
+
+
+def _context(model: Model, rows: pd.DataFrame) -> dict[str, Any]:
+    batch = model.prepare(rows)
+    return {"key": ("tumours", "main", model.version), "rows": len(batch), "batch": batch,
+            "outputs": model.run(batch), "variant": "main", "version": model.version}
+
+
+def _monitor(model: Model, records: Any = None, config: MonitoringConfig | None = None
+             ) -> Monitor:
+    monitor = Monitor(ServiceMetrics(), records=records)
+    monitor.attach("tumours", {"main": Served("main", model)}, config or MonitoringConfig())
+    return monitor
+
+
+def _send(monitor: Monitor, context: dict[str, Any], n: int, first: int = 0) -> None:
+    for i in range(first, first + n):
+        monitor.finish(context, f"req-{i}", 200, 0.002)
+
+
+def _kept(monitor: Monitor) -> int:
+    (variant,) = monitor.variants.values()
+    return sum(1 for seen in variant.seen if seen.outputs is not None)
+
+
+def test_under_load_about_the_sketch_share_is_kept_and_every_request_counted(
+    model: Model, mixed_data: tuple[pd.DataFrame, np.ndarray]
+) -> None:
+    context = _context(model, mixed_data[0].iloc[:1])
+    monitor = _monitor(model)
+    (variant,) = monitor.variants.values()
+    assert variant.reference is not None and variant.keep_share == 1.0
+    _send(monitor, context, BURST)
+    assert _kept(monitor) == BURST  # before the first flush: everything
+    monitor.flush()
+    share = KEEP_MARGIN * SKETCH_PER_FLUSH / BURST
+    assert variant.keep_share == pytest.approx(share)
+    sketched = variant.window(variant.buckets[-1][0] + 1).rows
+    assert sketched == SKETCH_PER_FLUSH
+
+    _send(monitor, context, BURST, first=BURST)
+    # Binomial(10,000, 0.25): 2,500 +- 43; these bounds are 11 standard deviations wide.
+    assert 2_000 < _kept(monitor) < 3_000
+    monitor.flush()
+    assert variant.window(variant.buckets[-1][0] + 1).rows == 2 * SKETCH_PER_FLUSH
+    # Counted whether kept or not: traffic and the Prometheus counter see all 20,000.
+    assert variant.traffic.figures(variant.buckets[-1][0] + 1, 300.0)["requests"] == 2 * BURST
+    body, _ = monitor.render_metrics()
+    assert re.search(rb'shipyard_requests_total\{[^}]*code="2xx"[^}]*\} 20000\.0', body)
+    monitor.close()
+
+
+def test_light_traffic_keeps_everything(
+    model: Model, mixed_data: tuple[pd.DataFrame, np.ndarray]
+) -> None:
+    monitor = _monitor(model)
+    context = _context(model, mixed_data[0].iloc[:3])
+    _send(monitor, context, 500)
+    monitor.flush()
+    (variant,) = monitor.variants.values()
+    assert variant.keep_share == 1.0
+    _send(monitor, context, 500, first=500)
+    assert _kept(monitor) == 500
+    monitor.close()
+
+
+def test_records_on_keep_every_request_for_its_record(
+    tmp_path: Path, model: Model, mixed_data: tuple[pd.DataFrame, np.ndarray]
+) -> None:
+    database = Database(f"sqlite:///{tmp_path / 'registry.db'}", timeout_s=10)
+    store = RecordStore(database)
+    config = MonitoringConfig.model_validate({"records": {"sample": 1.0}})
+
+    def writer(deployment: str, monitoring: MonitoringConfig) -> RecordWriter:
+        return RecordWriter(store, monitoring.records, deployment=deployment, key=b"k" * 32,
+                            purge_every_s=None)
+
+    monitor = _monitor(model, writer, config)
+    context = _context(model, mixed_data[0].iloc[:1])
+    _send(monitor, context, BURST)
+    monitor.flush()
+    (variant,) = monitor.variants.values()
+    assert variant.keep_share == 1.0
+    _send(monitor, context, BURST, first=BURST)
+    assert _kept(monitor) == BURST
+    monitor.close()  # drains the writer
+    stored = store.records("tumours", columns=["request_id"])["request_id"]
+    assert stored.nunique() == 2 * BURST
+    database.close()
+
+
+def test_without_a_reference_nothing_is_kept_and_a_new_revision_starts_afresh(
+    model: Model, mixed_data: tuple[pd.DataFrame, np.ndarray]
+) -> None:
+    monitor = _monitor(model)
+    (variant,) = monitor.variants.values()
+    variant.reference = None  # a bundle packaged without a profile: no drift to sketch for
+    context = _context(model, mixed_data[0].iloc[:1])
+    _send(monitor, context, 10)
+    monitor.flush()
+    assert variant.keep_share == 0.0
+    _send(monitor, context, 10, first=10)
+    assert _kept(monitor) == 0
+    # A revision attached again (its config may turn records on): everything until a flush.
+    monitor.attach("tumours", {"main": Served("main", model)}, MonitoringConfig())
+    assert variant.keep_share == 1.0
+    monitor.close()
