@@ -64,6 +64,7 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RecordStor
 BATCHES = {
     "array": np.random.default_rng(0).random((3, 4)),
     "array-one-row": np.round(np.random.default_rng(2).normal(size=(1, 30)) * 100, 4),
+    "array-one-empty-row": np.zeros((1, 0)),
     "array-no-rows": np.zeros((0, 3)),
     "array-no-columns": np.zeros((2, 0)),
     "array-bool": np.array([[True, False]]),

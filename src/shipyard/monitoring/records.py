@@ -167,14 +167,17 @@ def _dumps_inputs(batch: Any) -> str:
         and len(batch)
         and batch.flags.c_contiguous
     ):
+        body = orjson.dumps(batch, option=_ORJSON_OPTIONS, default=_default)[1:-1]
+        if len(batch) == 1:  # a single-row request, the common record: no row to separate
+            return _FIRST_ROW_TEXT + body.decode() + "}]"
         # '[[1.0,2.0],[3.0,4.0]]': numbers hold no brackets, so "],[" only ever separates
         # two rows.
-        body = orjson.dumps(batch, option=_ORJSON_OPTIONS, default=_default)[1:-1]
         return (_FIRST_ROW + body.replace(b"],[", _NEXT_ROW) + b"}]").decode()
     return _dumps(raw_rows(batch))
 
 
-_FIRST_ROW = ("[{" + json.dumps(ARRAY_FIELD) + ":").encode()  # [{"input":
+_FIRST_ROW_TEXT = "[{" + json.dumps(ARRAY_FIELD) + ":"  # [{"input":
+_FIRST_ROW = _FIRST_ROW_TEXT.encode()
 _NEXT_ROW = ("]},{" + json.dumps(ARRAY_FIELD) + ":[").encode()  # ]},{"input":[
 
 
