@@ -178,9 +178,9 @@ class VariantMonitor:
     drift: DriftReport | None = None
     drift_history: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=KEEP_DRIFT))
     last_drift: float = 0.0
-    # The share of requests whose inputs and outputs `finish` keeps for the next flush: all
-    # while records are on; otherwise about what the flush will sketch (SKETCH_PER_FLUSH), so
-    # that under load the rest are freed at once instead of held a second and then dropped.
+    # The share of requests whose inputs and outputs `finish` keeps for the sketches (all of
+    # them while records are on, whatever this says): about what the flush will sketch
+    # (SKETCH_PER_FLUSH), so that under load the rest are freed at once, not held a second.
     keep_share: float = 1.0
     _batches_seen: int = 0
     _cpu_seen: float = 0.0
@@ -277,7 +277,7 @@ class VariantMonitor:
             except Exception:
                 log.exception("could not sketch a batch of %s", self.key)
             pace()
-        self.keep_share = self._share_to_keep(count, records)
+        self.keep_share = self._share_to_keep(count)
         if records is not None:
             deployment, variant, version = self.key
             model, text_inputs, submit = self.model.name, self._text_inputs, records.submit
@@ -293,9 +293,7 @@ class VariantMonitor:
                 ))
                 pace()
 
-    def _share_to_keep(self, count: int, records: RecordWriter | None) -> float:
-        if records is not None and records.sample > 0:
-            return 1.0
+    def _share_to_keep(self, count: int) -> float:
         if self.reference is None:
             return 0.0  # nothing to sketch against
         # A margin over the sketch's share, so that a flush still finds its fill to sample.
@@ -467,8 +465,6 @@ class Monitor:
                         self.metrics.variant(deployment, name, served.model.version, config.cost),
                     )
                 current.config, current.role, current.served = config, served.role, served
-                # Everything, until the first flush under this config sets the share.
-                current.keep_share = 1.0
                 current.model, current.inflight = served.model, inflight
                 current._batches_seen = served.stats.batches if served.stats else 0
                 current._cpu_seen = served.stats.cpu_s if served.stats else 0.0
@@ -517,7 +513,10 @@ class Monitor:
         if context.get("fallback"):
             monitor.metrics.fallback()
         share = monitor.keep_share
-        if share >= 1.0 or (share > 0.0 and self._draw() < share):
+        # Records are read from the config `attach` set before the revision served, not from
+        # the share a flush computed: a flush racing an attach cannot cost a record.
+        if (share >= 1.0 or monitor.config.records.sample > 0
+                or (share > 0.0 and self._draw() < share)):
             batch, outputs = context.get("batch"), context.get("outputs")
         else:
             batch = outputs = None  # neither sketched nor recorded: counted only

@@ -270,11 +270,6 @@ class RecordWriter:
         self._queue.append(record)
 
     @property
-    def sample(self) -> float:
-        """The share of submitted records kept (the records config's `sample`)."""
-        return self._sample
-
-    @property
     def pending(self) -> int:
         return len(self._queue)
 
