@@ -45,6 +45,7 @@ from shipyard.monitoring.records import PredictionRecord, RecordWriter
 from shipyard.monitoring.recordstore import RecordStore
 from shipyard.registry.database import Database
 from shipyard.routing import RecordsConfig
+from shipyard.serving.online import new_request_id
 
 POSTGRES_URL = os.environ.get("SHIPYARD_TEST_POSTGRES_URL",
                               "postgresql+psycopg://postgres@127.0.0.1:5432/test")
@@ -70,7 +71,7 @@ def make_records(case: str, n: int, seed: int = 0) -> list[PredictionRecord]:
                                   "email": [f"user{i}@example.com"]})
         outputs = {"label": labels[i:i + 1], "probabilities": probabilities[i:i + 1]}
         records.append(PredictionRecord.from_batch(
-            request_id=os.urandom(8).hex(), time=now + i * 1e-4, deployment="bench",
+            request_id=new_request_id(now + i * 1e-4), time=now + i * 1e-4, deployment="bench",
             variant="main", model="bench", version="1", batch=batch, outputs=outputs,
             latency_ms=0.5 + i % 7,
         ))

@@ -155,7 +155,7 @@ def records_stored(home: Path) -> int:
         # No table: nothing written yet.
         with contextlib.closing(sqlite3.connect(db)) as conn, \
                 contextlib.suppress(sqlite3.OperationalError):
-            count += conn.execute("SELECT count(*) FROM prediction_records "
+            count += conn.execute("SELECT coalesce(sum(count), 0) FROM prediction_blocks "
                                   "WHERE deployment = ?", (DEPLOYMENT,)).fetchone()[0]
     files = sorted((home / "records").rglob("*.parquet")) if (home / "records").is_dir() else []
     if files:

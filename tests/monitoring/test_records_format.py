@@ -10,15 +10,16 @@ from __future__ import annotations
 import json
 import math
 import random
-import re
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from sqlalchemy import func, select
+from sqlalchemy import inspect as sqlalchemy_inspect
 
 from shipyard.monitoring.records import (
     PredictionRecord,
@@ -30,14 +31,14 @@ from shipyard.monitoring.records import (
     rows_of,
 )
 from shipyard.monitoring.recordstore import (
-    _SQLITE_INSERT,
-    CHUNK,
+    BLOCK,
     RECORD_COLUMNS,
     RecordStore,
     _parquet_times,
-    _sqlite_time,
-    _sqlite_times,
-    prediction_records,
+    _times_us,
+    packable,
+    prediction_blocks,
+    prediction_index,
 )
 from shipyard.monitoring.redact import plain
 from shipyard.registry.database import Database
@@ -114,28 +115,25 @@ def test_pandas_missing_values_are_stored_as_null() -> None:
     assert plain([pd.NA, pd.NaT]) == [None, None]
 
 
-def test_sqlite_times_are_sqlalchemys_text(tmp_path: Path) -> None:
-    database = Database(f"sqlite:///{tmp_path / 'r.db'}", timeout_s=5)
-    bind = prediction_records.c.time.type._cached_bind_processor(database.engine.dialect)
+def test_record_times_keep_their_microsecond() -> None:
+    """Stored times are whole microseconds since the epoch, rounded as fromtimestamp rounds a
+    float (half to even): a batch goes through NumPy, a datetime is taken exactly."""
     rng = random.Random(4)
     values = [rng.uniform(-1e9, 4e9) for _ in range(5000)]
     values += [math.floor(rng.uniform(0, 2e9)) + 0.9999995 for _ in range(500)]
     values += [1.5e9 + k / 1e6 + 0.5e-6 for k in range(500)]  # halves: rounded to even
-    expected = [bind(datetime.fromtimestamp(value, UTC)) for value in values]
-    assert _sqlite_times(values) == expected  # a batch at once, through NumPy
-    assert [_sqlite_time(value) for value in values] == expected
-    assert [_sqlite_time(datetime.fromtimestamp(value, UTC)) for value in values] == expected
+    expected = [datetime.fromtimestamp(value, UTC) for value in values]
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    assert [epoch + timedelta(microseconds=m) for m in _times_us(values)] == expected
+    assert _times_us(expected) == _times_us(values)
+    assert _times_us([datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)]) == [
+        253_402_300_799_999_999]
+    with pytest.raises(ValueError, match="years 1 to 9999"):
+        _times_us([1e300])
+    with pytest.raises(ValueError, match="timezone-aware"):
+        _times_us([datetime(2024, 1, 1)])
     assert [t.replace(tzinfo=UTC) if t.tzinfo is None else t
-            for t in _parquet_times(values).to_pylist()] == [
-        datetime.fromtimestamp(value, UTC) for value in values
-    ]
-    database.close()
-
-
-def test_the_insert_names_the_record_columns_in_order() -> None:
-    named = re.search(r"\(([^)]*)\) VALUES", _SQLITE_INSERT)
-    assert named is not None
-    assert tuple(c.strip() for c in named.group(1).split(",")) == RECORD_COLUMNS
+            for t in _parquet_times(values).to_pylist()] == expected
 
 
 def test_rows_as_mappings_are_still_taken(store: RecordStore) -> None:
@@ -187,14 +185,193 @@ def test_unstorable_times_cost_only_their_record(store: RecordStore) -> None:
 
 
 def test_a_paced_write_gives_way_between_chunks_and_keeps_every_row(store: RecordStore) -> None:
-    """The writer thread's pace (shipyard.cpu) is called between chunks of one transaction:
+    """The writer thread's pace (shipyard.cpu) is called between blocks of one transaction:
     under SCHED_BATCH a request must not wait for a whole batch of inserts."""
     now = time.time()
     rows = [("fraud", f"p{i}", now, "a", "m", "1", 1.0, 1, "[1]", '{"label":[0]}')
-            for i in range(2 * CHUNK + 44)]
+            for i in range(2 * BLOCK + 44)]
     paces: list[int] = []
     store.write(rows, pace=lambda: paces.append(len(paces)))
     stored = store.records("fraud", columns=["request_id"])["request_id"]
     assert sorted(stored) == sorted(f"p{i}" for i in range(len(rows)))
     if store.parquet_dir is None:  # one Parquet file is written by Arrow in one call
         assert paces == [0, 1]
+
+# -- blocks: the database keeps records BLOCK at a time, each request id in an index ----------
+# Records of one variant and version go to `prediction_blocks` up to BLOCK at a time, each
+# request id to `prediction_index`; served arrays of a packed type are stored as their bytes.
+# A record must read back as the plain path writes it whatever the layout; a reused request
+# id keeps its first record within a block and across blocks; a purge cuts a block that
+# straddles the cut-off; a feedback lookup is never served a stale block.
+
+DATABASES = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+
+
+@pytest.fixture(params=DATABASES)
+def db_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RecordStore]:
+    if request.param == "postgres":
+        url = request.getfixturevalue("postgres_schema_url")
+    else:
+        url = f"sqlite:///{tmp_path / 'registry.db'}"
+    database = Database(url, timeout_s=5)
+    try:
+        yield RecordStore(database)
+    finally:
+        database.close()
+
+
+def _record(request_id: str, batch: object, at: float | None = None,
+            variant: str = "a") -> PredictionRecord:
+    return PredictionRecord.from_batch(
+        request_id=request_id, time=time.time() if at is None else at, deployment="fraud",
+        variant=variant, model="m", version="1", batch=batch, outputs={"label": [1]},
+        latency_ms=1.0,
+    )
+
+
+def _write(store: RecordStore, records: list[PredictionRecord]) -> RecordWriter:
+    writer = RecordWriter(store, RecordsConfig(), deployment="fraud", key=KEY,
+                          interval_s=0.02, purge_every_s=None)
+    for record in records:
+        writer.submit(record)
+    assert writer.close(20)
+    return writer
+
+
+def _counts(store: RecordStore) -> tuple[int, int, int]:
+    """(blocks, records the blocks hold, index entries) of deployment fraud."""
+    b, i = prediction_blocks, prediction_index
+    with store.database.read() as conn:
+        blocks, held = conn.execute(
+            select(func.count(), func.coalesce(func.sum(b.c.count), 0))
+            .where(b.c.deployment == "fraud")).one()
+        indexed = conn.execute(select(func.count()).select_from(i)
+                               .where(i.c.deployment == "fraud")).scalar_one()
+    return blocks, held, indexed
+
+
+def test_every_layout_reads_back_as_the_plain_path_writes_it(db_store: RecordStore) -> None:
+    """Packed arrays and JSON text side by side, in one block and in blocks of their own."""
+    names = list(BATCHES)
+    alone = [_record(f"alone-{name}", BATCHES[name]) for name in names]
+    mixed = [_record(f"mixed-{name}", BATCHES[name], variant="b") for name in names]
+    _write(db_store, alone[:1])  # a block of one packed array
+    _write(db_store, mixed + alone[1:])
+    for prefix in ("alone", "mixed"):
+        for name in names:
+            stored = db_store.get("fraud", f"{prefix}-{name}")
+            assert stored is not None, (prefix, name)
+            assert stored.inputs == json.loads(_json(rows_of(BATCHES[name]))), (prefix, name)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "int64", "int32", "bool"])
+def test_a_block_of_packed_arrays_reads_back_exactly(db_store: RecordStore, dtype: str) -> None:
+    rng = np.random.default_rng(7)
+    batches = [(rng.normal(size=(int(n), 3)) * 1e6).astype(dtype)
+               for n in rng.integers(0, 4, size=40)]
+    if dtype == "float64":
+        batches[3] = np.array([[np.nan, np.inf, -0.0], [-np.inf, 1e-308, 5e-324]])
+    assert all(packable(batch) for batch in batches)
+    _write(db_store, [_record(f"r{k}", batch) for k, batch in enumerate(batches)])
+    frame = db_store.records("fraud", columns=["request_id", "row", "input.input"])
+    assert len(frame) == sum(len(batch) for batch in batches)
+    for k, batch in enumerate(batches):
+        stored = db_store.get("fraud", f"r{k}")
+        assert stored is not None and stored.rows == len(batch)
+        assert stored.inputs == json.loads(_json(rows_of(batch)))
+    assert _counts(db_store) == (1, len(batches), len(batches))
+
+
+def test_a_reused_request_id_keeps_its_first_record_in_a_block_and_across_blocks(
+    db_store: RecordStore,
+) -> None:
+    now = time.time()
+    first = [_record(f"r{k}", np.full((1, 2), k, dtype=float), now + k) for k in range(5)]
+    _write(db_store, first)
+    again = [
+        _record("r1", np.full((1, 2), 100.0), now + 10),  # stored in an earlier block
+        _record("new", np.full((1, 2), 200.0), now + 11),
+        _record("new", np.full((1, 2), 300.0), now + 12),  # twice in this block
+        _record("r3", np.full((1, 2), 400.0), now + 13),
+    ]
+    _write(db_store, again)
+    frame = db_store.records("fraud", columns=["request_id", "input.input"])
+    assert sorted(frame["request_id"]) == ["new", "r0", "r1", "r2", "r3", "r4"]
+    values = dict(zip(frame["request_id"], frame["input.input"], strict=True))
+    assert values["r1"] == [1.0, 1.0] and values["r3"] == [3.0, 3.0]
+    assert values["new"] == [200.0, 200.0]
+    assert _counts(db_store) == (2, 6, 6)
+    _write(db_store, [_record("r0", np.zeros((1, 2)))])  # nothing new: no block is left behind
+    assert _counts(db_store) == (2, 6, 6)
+
+
+def test_purge_cuts_a_block_that_straddles_the_cut_off(db_store: RecordStore) -> None:
+    start = datetime(2026, 1, 1, tzinfo=UTC).timestamp()
+    n = BLOCK + 10  # two blocks, the first one straddling the cut-off
+    _write(db_store, [_record(f"r{k}", np.full((1, 2), float(k)), start + k) for k in range(n)])
+    assert _counts(db_store) == (2, n, n)
+    cut = datetime.fromtimestamp(start + 100, UTC)
+    records, feedback = db_store.purge("fraud", cut)
+    assert (records, feedback) == (100, 0)
+    assert _counts(db_store) == (2, n - 100, n - 100)
+    assert db_store.get("fraud", "r99") is None
+    kept = db_store.get("fraud", "r100")
+    assert kept is not None and kept.inputs == [{"input": [100.0, 100.0]}]
+    frame = db_store.records("fraud", columns=["request_id", "time"])
+    assert len(frame) == n - 100 and frame["time"].min() == cut
+    with db_store.database.read() as conn:  # the purged inputs are gone from the database too
+        bodies = [json.loads(body) for (body,) in conn.execute(
+            select(prediction_blocks.c.body).order_by(prediction_blocks.c.id))]
+    assert all(item is None for item in bodies[0]["inputs"][:100])
+    assert db_store.purge("fraud", cut) == (0, 0)
+    assert db_store.purge("fraud", cut + timedelta(days=1)) == (n - 100, 0)
+    assert _counts(db_store) == (0, 0, 0)
+
+
+def test_a_lookup_is_never_served_a_purged_block(db_store: RecordStore) -> None:
+    """`get` keeps decoded blocks: a purge, and a block written after it, must not leak."""
+    old = datetime(2026, 1, 1, tzinfo=UTC).timestamp()
+    _write(db_store, [_record("gone", np.ones((1, 2)), old)])
+    assert db_store.get("fraud", "gone") is not None  # its block is now kept, decoded
+    db_store.purge("fraud", datetime.fromtimestamp(old + 1, UTC))
+    assert db_store.get("fraud", "gone") is None
+    _write(db_store, [_record("fresh", np.full((1, 2), 2.0))])
+    fresh = db_store.get("fraud", "fresh")
+    assert fresh is not None and fresh.inputs == [{"input": [2.0, 2.0]}]
+
+
+def test_records_of_several_variants_go_to_blocks_of_their_own(db_store: RecordStore) -> None:
+    now = time.time()
+    records = [_record(f"r{k}", np.ones((1, 2)), now + k, variant="ab"[k % 2])
+               for k in range(10)]
+    _write(db_store, records)
+    frame = db_store.records("fraud", columns=["request_id", "variant"])
+    assert list(frame["request_id"]) == [f"r{k}" for k in range(10)]  # in time order
+    assert list(frame["variant"]) == ["a", "b"] * 5
+    assert _counts(db_store) == (2, 10, 10)
+
+
+def test_records_of_the_row_per_record_table_move_into_blocks(db_store: RecordStore) -> None:
+    """A home written by an earlier shipyard (one row per record) keeps its records."""
+    from shipyard.monitoring.recordstore import _LEGACY
+
+    engine = db_store.engine
+    _LEGACY.create(engine)
+    at = datetime(2026, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
+    rows = [{"deployment": "fraud", "request_id": f"old{k}", "time": at + timedelta(seconds=k),
+             "variant": "a", "model": "m", "version": "1", "latency_ms": None if k else 2.5,
+             "rows": 1, "inputs": f'[{{"x":{k}}}]', "outputs": '{"label":[1]}'}
+            for k in range(BLOCK + 3)]
+    with engine.begin() as conn:
+        conn.execute(_LEGACY.insert(), rows)
+    moved = RecordStore(db_store.database)  # opening the store moves them, once
+    assert not sqlalchemy_inspect(engine).has_table("prediction_records")
+    first = moved.get("fraud", "old0")
+    assert first is not None and first.at == at and first.latency_ms == 2.5
+    assert first.inputs == [{"x": 0}] and first.outputs == {"label": [1]}
+    frame = moved.records("fraud", columns=["request_id", "input.x"])
+    assert list(frame["request_id"]) == [f"old{k}" for k in range(BLOCK + 3)]
+    assert list(frame["input.x"]) == list(range(BLOCK + 3))
+    assert _counts(moved) == (2, BLOCK + 3, BLOCK + 3)
+    RecordStore(db_store.database)  # nothing left to move
+    assert _counts(moved) == (2, BLOCK + 3, BLOCK + 3)

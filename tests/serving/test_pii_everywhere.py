@@ -62,7 +62,7 @@ def test_pii_reaches_no_log_and_no_row(models: Models, tmp_path: Path):
                                              "WHERE type='table'")]
         rows = "\n".join(str(row) for table in tables
                          for row in conn.execute(f'SELECT * FROM "{table}"'))
-    assert "prediction_records" in tables and rows
+    assert "prediction_blocks" in tables and rows
     for value in MARKED:
         assert value not in logs, f"{value!r} is in the server log"
         assert value not in rows, f"{value!r} is in a database row"

@@ -18,7 +18,9 @@ surrogate, an integer over 64 bits, a non-string key) takes the slower path thro
 writes the shortest text that reads back as the same float32 (0.1), `plain` its float64
 widening (0.10000000149011612). Redacting policies always take the plain path: a hash must
 see exactly the canonical value. Rows reach the sink as tuples in `RECORD_COLUMNS` order,
-the time as seconds since the epoch.
+the time as seconds since the epoch; where the sink packs arrays (the database store), a
+served float64, int64, int32 or bool array is handed over as it is, and the store writes a
+block's arrays as their bytes.
 """
 
 from __future__ import annotations
@@ -47,6 +49,8 @@ from shipyard.monitoring.recordstore import (
     PredictionRecord,
     RecordRow,
     RecordStore,
+    array_rows_json,
+    packable,
 )
 from shipyard.monitoring.redact import Redactor, load_key, plain
 from shipyard.registry.database import Database
@@ -158,27 +162,10 @@ else:  # pragma: no cover
 
 
 def _dumps_inputs(batch: Any) -> str:
-    """JSON text of `raw_rows(batch)`. A 2-D numeric array, the common request, is written
-    by orjson in one call, each row then wrapped as {"input": row}: no row objects."""
-    if (
-        type(batch) is np.ndarray
-        and batch.ndim == 2
-        and batch.dtype.kind in "fiub"
-        and len(batch)
-        and batch.flags.c_contiguous
-    ):
-        body = orjson.dumps(batch, option=_ORJSON_OPTIONS, default=_default)[1:-1]
-        if len(batch) == 1:  # a single-row request, the common record: no row to separate
-            return _FIRST_ROW_TEXT + body.decode() + "}]"
-        # '[[1.0,2.0],[3.0,4.0]]': numbers hold no brackets, so "],[" only ever separates
-        # two rows.
-        return (_FIRST_ROW + body.replace(b"],[", _NEXT_ROW) + b"}]").decode()
-    return _dumps(raw_rows(batch))
-
-
-_FIRST_ROW_TEXT = "[{" + json.dumps(ARRAY_FIELD) + ":"  # [{"input":
-_FIRST_ROW = _FIRST_ROW_TEXT.encode()
-_NEXT_ROW = ("]},{" + json.dumps(ARRAY_FIELD) + ":[").encode()  # ]},{"input":[
+    """JSON text of `raw_rows(batch)`; a 2-D numeric array, the common request, in one
+    orjson call (`recordstore.array_rows_json`)."""
+    text = array_rows_json(batch)
+    return text if text is not None else _dumps(raw_rows(batch))
 
 
 def _text(value: Any) -> str:
@@ -191,7 +178,9 @@ def _text(value: Any) -> str:
 
 class RecordSink(Protocol):
     """Where the writer puts stored rows (`recordstore.RecordStore`): tuples in
-    `RECORD_COLUMNS` order, `time` seconds since the epoch, `inputs` and `outputs` JSON text."""
+    `RECORD_COLUMNS` order, `time` seconds since the epoch, `inputs` and `outputs` JSON text;
+    `inputs` may be the served array itself where the sink has `packs_arrays` true and
+    `recordstore.packable(array)` holds (the database store packs a block's arrays)."""
 
     def write(self, rows: Sequence[RecordRow], pace: Callable[[], None] | None = None) -> None: ...
 
@@ -231,6 +220,8 @@ class RecordWriter:
         seed: int | None = None,
     ) -> None:
         self.sink = sink
+        # A sink that packs arrays (the database store) takes a served array as it is.
+        self._packs = bool(getattr(sink, "packs_arrays", False))
         self.config = config
         self.deployment = deployment
         self.redactor = Redactor(config, key)
@@ -403,9 +394,11 @@ class RecordWriter:
                         "(%s: %s)", self.deployment, type(exc).__name__, exc)
             return None
 
-    def _inputs(self, batch: Any) -> str:
+    def _inputs(self, batch: Any) -> Any:
         redactor = self.redactor  # one read: reconfigure() swaps the attribute
         if redactor.identity and orjson is not None:
+            if self._packs and packable(batch):
+                return batch  # the store packs a block's arrays in one go
             try:
                 return _dumps_inputs(batch)
             except Exception:  # noqa: BLE001, S110 - the plain path below stores it, or says why

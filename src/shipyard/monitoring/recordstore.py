@@ -1,10 +1,12 @@
 """Where prediction records and feedback are kept: the tables, the files and `RecordStore`.
 
 Records go to the registry's database or to one Parquet file per flush, written atomically
-(`write_parquet`). The writer hands them over as tuples in `RECORD_COLUMNS` order, and they go
-to the driver as they are: SQLite's executemany, PostgreSQL's COPY (into a temporary table,
-then one INSERT ... ON CONFLICT DO NOTHING), a pyarrow table built column by column; no
-per-row work in SQLAlchemy. Feedback lives in the database in either case
+(`write_parquet`). The writer hands them over as tuples in `RECORD_COLUMNS` order. In the
+database they are stored in blocks (`prediction_blocks`: up to BLOCK records of one variant
+and version as one JSON body, their inputs' and outputs' JSON joined as the writer made it),
+each record's request id in `prediction_index`, filled from the block's list of ids by one
+statement in the database's own code; in Parquet, as a pyarrow table built column by column.
+Either way there is no per-row work in SQLAlchemy. Feedback lives in the database in either case
 (`feedback.py`); the tables have a `MetaData` of their own, outside the registry's
 migrations, created with checkfirst. Reads come back as one row per served row (`expand`),
 split into what drift takes by `split_frame`.
@@ -12,15 +14,19 @@ split into what drift takes by `split_frame`.
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import functools
 import json
+import logging
 import os
 import secrets
+import threading
 import time
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -38,21 +44,29 @@ from sqlalchemy import (
     String,
     Table,
     Text,
-    UniqueConstraint,
     delete,
     insert,
+    inspect,
     select,
     text,
 )
 from sqlalchemy.exc import DBAPIError
 
 from shipyard.bundle.manifest import NAME_PATTERN
+from shipyard.bundle.schema import ARRAY_FIELD
 from shipyard.registry.database import BEGIN_MODE, Database
 from shipyard.registry.tables import NAMING, UTCDateTime
 from shipyard.routing import RecordsConfig
 
 if TYPE_CHECKING:
     import pyarrow as pa
+
+try:  # the serve extra's dependency; without it blocks are written with json, more slowly
+    import orjson
+except ImportError:  # pragma: no cover - the server always has it
+    orjson = None  # type: ignore[assignment]
+
+log = logging.getLogger("shipyard.monitoring.records")
 
 MAX_REQUEST_ID = 128
 IDS_PER_QUERY = 500  # request ids per IN (...) list: well under every database's limit
@@ -118,23 +132,40 @@ def count_rows(batch: Any) -> int:
 records_metadata = MetaData(naming_convention=NAMING)
 NAME = String(64)
 
-prediction_records = Table(
-    "prediction_records",
+# A block holds up to BLOCK records of one variant and model version, as one JSON body: a
+# row per record would cost three B-tree inserts each (the row, its request id, its time);
+# a block costs one insert per BLOCK records, and each record only its request id's entry in
+# `prediction_index`, which decides duplicates and finds a record for its feedback.
+prediction_blocks = Table(
+    "prediction_blocks",
     records_metadata,
     Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
     Column("deployment", NAME, nullable=False),
-    Column("request_id", String(MAX_REQUEST_ID), nullable=False),
-    Column("time", UTCDateTime, nullable=False),
     Column("variant", NAME, nullable=False),
     Column("model", NAME, nullable=False),
     Column("version", NAME, nullable=False),
-    Column("latency_ms", Float, nullable=True),
-    Column("rows", Integer, nullable=False),
-    Column("inputs", Text, nullable=False),  # JSON: a list of redacted row objects
-    Column("outputs", Text, nullable=False),  # JSON: output name -> one value per row
+    Column("first_time", UTCDateTime, nullable=False),  # of the records it still holds
+    Column("last_time", UTCDateTime, nullable=False),
+    Column("count", Integer, nullable=False),  # records it holds (not purged, not duplicates)
+    # JSON list, one request id per record; null where the record is not held (a request id
+    # already stored, or purged): its inputs and outputs are null too.
+    Column("request_ids", Text, nullable=False),
+    # JSON object of lists, one item per record: time_us (microseconds since the epoch, UTC),
+    # latency_ms, rows, inputs (a list of redacted row objects), outputs (name -> values).
+    Column("body", Text, nullable=False),
+    Index("ix_prediction_blocks_time", "deployment", "last_time"),
+    sqlite_autoincrement=True,  # ids never reused: `get` keeps decoded blocks by id
+)
+
+prediction_index = Table(
+    "prediction_index",
+    records_metadata,
     # A client may reuse a request id: the first record wins (ON CONFLICT DO NOTHING).
-    UniqueConstraint("deployment", "request_id", name="uq_prediction_records_request"),
-    Index("ix_prediction_records_time", "deployment", "time"),
+    Column("deployment", NAME, primary_key=True),
+    Column("request_id", String(MAX_REQUEST_ID), primary_key=True),
+    Column("block_id", BigInteger, nullable=False),
+    Column("position", Integer, nullable=False),
+    sqlite_with_rowid=False,  # the primary key is the table: one B-tree per entry
 )
 
 feedback_table = Table(
@@ -172,34 +203,38 @@ RECORD_COLUMNS = (
     "inputs", "outputs",
 )
 RecordRow = tuple[Any, ...]
-CHUNK = 128  # rows per insert when paced: about half a millisecond on a slow core
-# Constant SQL, spelled out: the columns are RECORD_COLUMNS, in order (a test checks it).
-_SQLITE_INSERT = (
-    "INSERT INTO prediction_records (deployment, request_id, time, variant, model, version, "
-    "latency_ms, rows, inputs, outputs) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+# Records per block: the writer gives way between blocks (about a millisecond each on a slow
+# core), and a feedback lookup decodes one block (~200 kB of JSON).
+BLOCK = 256
+# Each record's request id goes into the index in one statement per block, from the block's
+# JSON list of ids, in the database's own code (no per-row Python binding). ON CONFLICT DO
+# NOTHING takes them in list order, so the first record of a reused request id wins, in the
+# block as across blocks.
+_SQLITE_INDEX = text(
+    "INSERT INTO prediction_index (deployment, request_id, block_id, position) "
+    "SELECT :deployment, value, :block, key FROM json_each(:ids) WHERE true "
     "ON CONFLICT (deployment, request_id) DO NOTHING"
 )
-# PostgreSQL: COPY into a temporary table of the session (emptied at every commit), then one
-# INSERT from it. COPY cannot skip a duplicate; the INSERT can, and in COPY's order (ctid),
-# so that the first record of a reused request id wins as it does row by row. Text columns
-# here: a value too long for its column is refused by the INSERT, as a data error. Times come
-# as UTC text without a zone (the SQLite text) and are read as UTC whatever the session's zone.
-_PG_CREATE_STAGE = (
-    "CREATE TEMPORARY TABLE IF NOT EXISTS shipyard_prediction_records_in (deployment text, "
-    "request_id text, time timestamp, variant text, model text, version text, "
-    "latency_ms float8, rows int4, inputs text, outputs text) ON COMMIT DELETE ROWS"
+_SQLITE_HELD = text(
+    "SELECT j.key FROM json_each(:ids) AS j JOIN prediction_index AS i "
+    "ON i.deployment = :deployment AND i.request_id = j.value "
+    "WHERE i.block_id = :block AND i.position = j.key"
 )
-_PG_COPY = (
-    "COPY shipyard_prediction_records_in (deployment, request_id, time, variant, model, "
-    "version, latency_ms, rows, inputs, outputs) FROM STDIN"
+_PG_INDEX = text(
+    "INSERT INTO prediction_index (deployment, request_id, block_id, position) "
+    "SELECT :deployment, u.r, :block, u.o - 1 "
+    "FROM jsonb_array_elements_text(CAST(:ids AS jsonb)) WITH ORDINALITY AS u(r, o) "
+    "ON CONFLICT (deployment, request_id) DO NOTHING"
 )
-_PG_MOVE = (
-    "INSERT INTO prediction_records (deployment, request_id, time, variant, model, version, "
-    "latency_ms, rows, inputs, outputs) SELECT deployment, request_id, time AT TIME ZONE 'UTC', "
-    "variant, model, version, latency_ms, rows, inputs, outputs "
-    "FROM shipyard_prediction_records_in "
-    "ORDER BY ctid ON CONFLICT (deployment, request_id) DO NOTHING"
+_PG_HELD = text(
+    "SELECT u.o - 1 FROM jsonb_array_elements_text(CAST(:ids AS jsonb)) WITH ORDINALITY "
+    "AS u(r, o) JOIN prediction_index AS i ON i.deployment = :deployment "
+    "AND i.request_id = u.r WHERE i.block_id = :block AND i.position = u.o - 1"
 )
+_INSERT_BLOCK = insert(prediction_blocks)  # built once: SQLAlchemy compiles it once
+_BLOCK_CACHE = 16  # decoded blocks kept for `get`: feedback comes in serving order
+
+
 @functools.cache
 def parquet_schema() -> pa.Schema:
     # pyarrow is imported on first use: a server that keeps its records in the database (the
@@ -219,6 +254,7 @@ def parquet_schema() -> pa.Schema:
         ("outputs", pa.string()),
     ])
 STALE_TEMP_S = 3600.0
+_Decoded = tuple[str, str, str, list[Any], dict[str, Any]]  # variant, model, version, ids, body
 
 
 class RecordStore:
@@ -232,6 +268,9 @@ class RecordStore:
         self.database = database
         self.engine = database.engine
         self.parquet_dir = parquet_dir
+        self.packs_arrays = parquet_dir is None  # the writer may hand served arrays over
+        self._cache: dict[int, _Decoded] = {}  # block id -> decoded, oldest first
+        self._cache_lock = threading.Lock()
         self.create_tables()
 
     @classmethod
@@ -252,6 +291,29 @@ class RecordStore:
                 # Another process created them between our check and our CREATE; the
                 # second look finds them all and creates nothing.
                 records_metadata.create_all(self.engine, checkfirst=True)
+            if self.database.url.get_backend_name() == "postgresql":
+                _compress_blocks_with_lz4(self.engine)
+            if self.parquet_dir is None and inspect(self.engine).has_table(_LEGACY.name):
+                self._move_legacy_records()
+
+    def _move_legacy_records(self) -> None:
+        """Records of shipyard before blocks (a row each, in `prediction_records`) move into
+        blocks, then the table goes. Safe to repeat after a crash or in a racing worker:
+        a request id already moved is skipped like any reused one."""
+        t = _LEGACY
+        query = select(t.c.id, *(t.c[name] for name in RECORD_COLUMNS)).order_by(t.c.id)
+        moved, last = 0, None
+        while True:  # a chunk at a time: a month of records need not fit in memory
+            with self.database.read() as conn:
+                chunk = conn.execute((query if last is None else query.where(t.c.id > last))
+                                     .limit(BLOCK * 20)).all()
+            if not chunk:
+                break
+            self.write([tuple(row[1:]) for row in chunk])
+            moved, last = moved + len(chunk), chunk[-1][0]
+        with self.database.unavailable_as_error(), contextlib.suppress(DBAPIError):
+            t.drop(self.engine, checkfirst=True)  # a racing worker may have dropped it
+        log.info("moved %d prediction records into blocks", moved)
 
     @contextmanager
     def transaction(self) -> Iterator[Connection]:
@@ -278,21 +340,48 @@ class RecordStore:
         if self.parquet_dir is not None:
             self._write_parquet(tuples)
             return
-        backend = self.database.url.get_backend_name()
         with self.transaction() as conn:
-            if backend == "sqlite":
-                # Column by column, in C: the times made text in one go, the rows zipped.
-                columns: list[Sequence[Any]] = list(zip(*tuples, strict=True))
-                columns[2] = _sqlite_times(columns[2])
-                for chunk in _paced(list(zip(*columns, strict=True)), pace):
-                    conn.exec_driver_sql(_SQLITE_INSERT, chunk)
-            elif backend == "postgresql" and conn.dialect.driver == "psycopg":
-                _copy_postgresql(conn, tuples, pace)
-            else:
-                insert = _insert_ignoring_duplicates(self.database)
-                for chunk in _paced(tuples, pace):
-                    conn.execute(insert, [dict(zip(RECORD_COLUMNS, row, strict=True))
-                                          for row in chunk])
+            for number, (key, columns) in enumerate(_blocks(tuples)):
+                if number and pace is not None:
+                    pace()
+                self._write_block(conn, key, columns)
+
+    def _write_block(self, conn: Connection, key: tuple[str, str, str, str],
+                     columns: Sequence[Sequence[Any]]) -> None:
+        """One block (its records' columns) and its request ids' index entries; a request id
+        already stored (or repeated in the block) is left out of the block."""
+        deployment, variant, model, version = key
+        times = _times_us(columns[2])
+        ids = list(columns[1])
+        ids_text = _dumps_json(ids)
+        body = (
+            '{"time_us":' + _dumps_json(times) + ',"latency_ms":' + _dumps_json(columns[6])
+            + ',"rows":' + _dumps_json(columns[7]) + "," + _inputs_json(columns[8])
+            + ',"outputs":[' + ",".join(columns[9]) + "]}"
+        )
+        block: int = conn.execute(_INSERT_BLOCK, {
+            "deployment": deployment, "variant": variant, "model": model, "version": version,
+            "first_time": _at_us(min(times)), "last_time": _at_us(max(times)),
+            "count": len(ids), "request_ids": ids_text, "body": body,
+        }).inserted_primary_key[0]  # type: ignore[index]
+        sqlite = self.database.is_sqlite
+        params = {"deployment": deployment, "block": block, "ids": ids_text}
+        indexed = conn.execute(_SQLITE_INDEX if sqlite else _PG_INDEX, params).rowcount
+        if indexed == len(ids):
+            return
+        # Some request id was stored before (rare: a client reusing ids): keep only the
+        # records whose id now points here.
+        held = {int(p) for (p,) in conn.execute(_SQLITE_HELD if sqlite else _PG_HELD, params)}
+        if not held:
+            conn.execute(delete(prediction_blocks).where(prediction_blocks.c.id == block))
+            return
+        decoded = _loads_json(body)
+        _drop(ids, decoded, [k for k in range(len(ids)) if k not in held])
+        kept = [times[k] for k in held]
+        conn.execute(prediction_blocks.update().where(prediction_blocks.c.id == block).values(
+            first_time=_at_us(min(kept)), last_time=_at_us(max(kept)), count=len(held),
+            request_ids=_dumps_json(ids), body=_dumps_json(decoded),
+        ))
 
     def _write_parquet(self, rows: Sequence[RecordRow]) -> None:
         import pyarrow as pa
@@ -325,15 +414,53 @@ class RecordStore:
                 )
             ).rowcount
             if self.parquet_dir is None:
-                records = conn.execute(
-                    delete(prediction_records).where(
-                        prediction_records.c.deployment == deployment,
-                        prediction_records.c.time < before,
-                    )
-                ).rowcount
+                records = self._purge_blocks(conn, deployment, before)
         if self.parquet_dir is not None:
             records = self._purge_parquet(deployment, before)
         return records, feedback
+
+    def _purge_blocks(self, conn: Connection, deployment: str, before: datetime) -> int:
+        """Delete blocks wholly before `before`; in a block that straddles it, the older
+        records' ids, inputs and outputs are nulled (positions stay, so the index holds)."""
+        b = prediction_blocks
+        cutoff = _micros_of(before)
+        removed = 0
+        found = conn.execute(
+            select(b.c.id, b.c.last_time, b.c.request_ids, b.c.body, b.c.count)
+            .where(b.c.deployment == deployment, b.c.first_time < before)
+        ).all()
+        for block, last, ids_text, body, count in found:
+            ids: list[str | None] = _loads_json(ids_text)
+            if last < before:
+                gone = [k for k, request_id in enumerate(ids) if request_id is not None]
+                self._unindex(conn, deployment, block, [ids[k] for k in gone])
+                conn.execute(delete(b).where(b.c.id == block))
+                removed += count
+                continue
+            decoded = _loads_json(body)
+            gone = [k for k, request_id in enumerate(ids)
+                    if request_id is not None and decoded["time_us"][k] < cutoff]
+            if not gone:
+                continue
+            self._unindex(conn, deployment, block, [ids[k] for k in gone])
+            _drop(ids, decoded, gone)
+            kept = [t for t, request_id in zip(decoded["time_us"], ids, strict=True)
+                    if request_id is not None]
+            conn.execute(b.update().where(b.c.id == block).values(
+                first_time=_at_us(min(kept)), count=len(kept),
+                request_ids=_dumps_json(ids), body=_dumps_json(decoded),
+            ))
+            removed += len(gone)
+        return removed
+
+    @staticmethod
+    def _unindex(conn: Connection, deployment: str, block: int, ids: Sequence[Any]) -> None:
+        i = prediction_index
+        for start in range(0, len(ids), IDS_PER_QUERY):
+            conn.execute(delete(i).where(
+                i.c.deployment == deployment, i.c.block_id == block,
+                i.c.request_id.in_(ids[start:start + IDS_PER_QUERY]),
+            ))
 
     def _purge_parquet(self, deployment: str, before: datetime) -> int:
         import pyarrow as pa
@@ -389,7 +516,10 @@ class RecordStore:
 
     def get(self, deployment: str, request_id: str) -> PredictionRecord | None:
         """The stored record (inputs as redacted row dicts), or None."""
-        found = self._scan(deployment, None, None, [request_id])
+        if self.parquet_dir is not None:
+            found = self._scan_parquet(deployment, None, None, [request_id])
+        else:
+            found = self._get_block_record(deployment, request_id)
         if not found:
             return None
         row = found[0]
@@ -400,11 +530,38 @@ class RecordStore:
             variant=row["variant"],
             model=row["model"],
             version=row["version"],
-            inputs=json.loads(row["inputs"]),
-            outputs=json.loads(row["outputs"]),
+            inputs=_parsed(row["inputs"]),
+            outputs=_parsed(row["outputs"]),
             latency_ms=row["latency_ms"],
             rows=row["rows"],
         )
+
+    def _get_block_record(self, deployment: str, request_id: str) -> list[dict[str, Any]]:
+        i, b = prediction_index, prediction_blocks
+        with self.database.read() as conn:
+            entry = conn.execute(select(i.c.block_id, i.c.position).where(
+                i.c.deployment == deployment, i.c.request_id == request_id)).first()
+            if entry is None:
+                return []
+            block, position = entry
+            # Block ids are never reused (AUTOINCREMENT), and a held record never changes:
+            # a purge or a duplicate only nulls records, after (or before) their index entry
+            # goes. So a decoded block can be kept, and feedback, which comes in serving
+            # order, decodes each block once.
+            with self._cache_lock:
+                cached = self._cache.get(block)
+            if cached is None:
+                row = conn.execute(select(b.c.variant, b.c.model, b.c.version, b.c.request_ids,
+                                          b.c.body).where(b.c.id == block)).first()
+                if row is None:
+                    return []
+                cached = (row[0], row[1], row[2], _loads_json(row[3]),
+                          _with_inputs(_loads_json(row[4])))
+                with self._cache_lock:
+                    self._cache[block] = cached
+                    while len(self._cache) > _BLOCK_CACHE:
+                        self._cache.pop(next(iter(self._cache)))
+        return _unpack(deployment, *cached, None, None, {position})
 
     def feedback(
         self, deployment: str, since: datetime | None = None, until: datetime | None = None
@@ -432,17 +589,33 @@ class RecordStore:
     ) -> list[dict[str, Any]]:
         if self.parquet_dir is not None:
             return self._scan_parquet(deployment, since, until, request_ids)
-        t = prediction_records
-        query = select(*(t.c[name] for name in (*META, "inputs", "outputs")))
-        query = query.where(t.c.deployment == deployment)
-        if request_ids is not None:
-            query = query.where(t.c.request_id.in_(request_ids))
-        if since is not None:
-            query = query.where(t.c.time >= since)
-        if until is not None:
-            query = query.where(t.c.time < until)
+        b = prediction_blocks
+        query = select(b.c.id, b.c.variant, b.c.model, b.c.version, b.c.request_ids, b.c.body)
+        query = query.where(b.c.deployment == deployment)
         with self.database.read() as conn:
-            return [dict(row) for row in conn.execute(query.order_by(t.c.time, t.c.id)).mappings()]
+            if request_ids is not None:
+                i = prediction_index
+                where = {block: set(positions) for block, positions in _grouped(conn.execute(
+                    select(i.c.block_id, i.c.position).where(
+                        i.c.deployment == deployment, i.c.request_id.in_(request_ids))
+                ).all()).items()}
+                if not where:
+                    return []
+                query = query.where(b.c.id.in_(sorted(where)))
+            if since is not None:
+                query = query.where(b.c.last_time >= since)
+            if until is not None:
+                query = query.where(b.c.first_time < until)
+            blocks = conn.execute(query.order_by(b.c.id)).all()
+        low = _micros_of(since) if since is not None else None
+        high = _micros_of(until) if until is not None else None
+        found: list[dict[str, Any]] = []
+        for block, variant, model, version, ids_text, body in blocks:
+            wanted = where[block] if request_ids is not None else None
+            found.extend(_unpack(deployment, variant, model, version, _loads_json(ids_text),
+                                 _loads_json(body), low, high, wanted))
+        found.sort(key=lambda row: row["time"])  # stable: block, then position, break ties
+        return found
 
     def _scan_parquet(
         self, deployment: str, since: datetime | None, until: datetime | None,
@@ -502,36 +675,12 @@ def write_parquet(table: pa.Table, path: Path) -> None:
         raise
 
 
-def _insert_ignoring_duplicates(database: Database) -> Any:
-    # Dialect modules are imported here, for the one in use: importing PostgreSQL's (with its
-    # asyncpg driver glue) costs a SQLite server ~20 ms at start.
-    backend = database.url.get_backend_name()
-    if backend == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-        return sqlite_insert(prediction_records).on_conflict_do_nothing(
-            index_elements=["deployment", "request_id"]
-        )
-    if backend == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-
-        return postgresql_insert(prediction_records).on_conflict_do_nothing(
-            index_elements=["deployment", "request_id"]
-        )
-    return insert(prediction_records)
-
-
 def _as_datetime(value: float | datetime) -> datetime:
     if isinstance(value, datetime):
         if value.tzinfo is None:
             raise ValueError(f"Got {value!r}. Expected a timezone-aware datetime.")
         return value if value.tzinfo is UTC else value.astimezone(UTC)
     return datetime.fromtimestamp(value, UTC)
-
-
-def _sqlite_time(value: float | datetime) -> str:
-    """SQLAlchemy's SQLite text for a UTCDateTime: 'YYYY-MM-DD HH:MM:SS.ffffff', in UTC."""
-    return _as_datetime(value).isoformat(" ", "microseconds")[:26]
 
 
 def _epoch_micros(values: Sequence[float | datetime]) -> np.ndarray | None:
@@ -541,18 +690,6 @@ def _epoch_micros(values: Sequence[float | datetime]) -> np.ndarray | None:
         return None
     fraction, whole = np.modf(np.asarray(values, dtype=np.float64))
     return whole.astype(np.int64) * 1_000_000 + np.round(fraction * 1e6).astype(np.int64)
-
-
-def _sqlite_times(values: Sequence[float | datetime]) -> list[str]:
-    """`_sqlite_time` of each value; for a batch of floats, in C through NumPy (a third of
-    the cost of formatting datetimes one by one)."""
-    micros = _epoch_micros(values)
-    if micros is not None and len(micros) and _YEAR_1 <= micros.min() <= micros.max() < _YEAR_10000:
-        # 'YYYY-MM-DDTHH:MM:SS.ffffff' for years 1 to 9999 (NumPy leaves room for more).
-        text = np.datetime_as_string(micros.astype("datetime64[us]"), unit="us").astype("<U26")
-        text.view(np.uint32).reshape(-1, 26)[:, 10] = ord(" ")  # the T becomes a space
-        return text.tolist()
-    return [_sqlite_time(value) for value in values]
 
 
 _YEAR_1 = -62_135_596_800_000_000  # microseconds since the epoch at 0001-01-01
@@ -569,40 +706,229 @@ def _parquet_times(values: Sequence[float | datetime]) -> pa.Array:
     return pa.array([_as_datetime(value) for value in values], type=kind)
 
 
-def _paced(rows: Sequence[Any], pace: Callable[[], None] | None) -> Iterator[Sequence[Any]]:
-    """`rows` in one piece, or in chunks of CHUNK with `pace()` between them."""
-    if pace is None:
-        yield rows
-        return
-    for start in range(0, len(rows), CHUNK):
-        if start:
-            pace()
-        yield rows[start : start + CHUNK]
+# The one-row-per-record table of earlier versions, read once to move its records.
+_LEGACY = Table(
+    "prediction_records",
+    MetaData(),
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    Column("deployment", NAME), Column("request_id", String(MAX_REQUEST_ID)),
+    Column("time", UTCDateTime), Column("variant", NAME), Column("model", NAME),
+    Column("version", NAME), Column("latency_ms", Float), Column("rows", Integer),
+    Column("inputs", Text), Column("outputs", Text),
+)
 
 
-def _copy_postgresql(conn: Connection, rows: Sequence[RecordRow],
-                     pace: Callable[[], None] | None = None) -> None:
-    """COPY the rows in, then INSERT them, in `conn`'s transaction (psycopg 3)."""
-    dbapi_connection = conn.connection.driver_connection
-    dbapi = conn.dialect.loaded_dbapi
-    statement = _PG_CREATE_STAGE
+def array_rows_json(batch: Any) -> str | None:
+    """JSON text of a 2-D numeric array's rows as stored, `[{"input": row}, ...]`, in one
+    orjson call with each row then wrapped (no row objects); None for any other batch."""
+    if (
+        orjson is None
+        or type(batch) is not np.ndarray
+        or batch.ndim != 2
+        or batch.dtype.kind not in "fiub"
+        or not len(batch)
+        or not batch.flags.c_contiguous
+    ):
+        return None
+    body = orjson.dumps(batch, option=orjson.OPT_SERIALIZE_NUMPY)[1:-1]
+    if len(batch) == 1:  # a single-row request, the common record: no row to separate
+        return _FIRST_ROW_TEXT + body.decode() + "}]"
+    # '[[1.0,2.0],[3.0,4.0]]': numbers hold no brackets, so "],[" only ever separates rows.
+    return (_FIRST_ROW + body.replace(b"],[", _NEXT_ROW) + b"}]").decode()
+
+
+_FIRST_ROW_TEXT = "[{" + json.dumps(ARRAY_FIELD) + ":"  # [{"input":
+_FIRST_ROW = _FIRST_ROW_TEXT.encode()
+_NEXT_ROW = ("]},{" + json.dumps(ARRAY_FIELD) + ":[").encode()  # ]},{"input":[
+# Served arrays of these types are packed: a block's arrays of one type and row shape are
+# stored as their bytes, base64 in the body, instead of each number as text (formatting 30
+# floats costs more than the rest of the record). float32 is left out: its JSON is the
+# shortest text of the float32, which its float64 widening would not read back as.
+_PACKED = frozenset(np.dtype(t) for t in ("float64", "int64", "int32", "bool"))
+
+
+def packable(batch: Any) -> bool:
+    """A batch the database store packs: an array of rows (2-D or more) of a _PACKED type."""
+    return type(batch) is np.ndarray and batch.ndim >= 2 and batch.dtype in _PACKED
+
+
+def _inputs_json(inputs: Sequence[Any]) -> str:
+    """The body's inputs: packed when every record's is an array of one type and row shape,
+    else one JSON list per record (an array made text here)."""
+    if all(type(item) is np.ndarray for item in inputs):
+        shapes = {(item.dtype, item.shape[1:]) for item in inputs}
+        if len(shapes) == 1:
+            dtype, shape = shapes.pop()
+            data = np.concatenate(inputs) if len(inputs) > 1 else inputs[0]
+            return ('"packed_inputs":{"dtype":"' + dtype.str + '","shape":'
+                    + json.dumps(list(shape)) + ',"data":"'
+                    + base64.b64encode(np.ascontiguousarray(data).data).decode() + '"}')
+    texts = [item if type(item) is str else _array_text(item) for item in inputs]
+    return '"inputs":[' + ",".join(texts) + "]"
+
+
+def _array_text(batch: np.ndarray) -> str:
+    text = array_rows_json(batch)
+    if text is not None:
+        return text
+    return _dumps_json([{ARRAY_FIELD: row} for row in _plain_rows(batch)])
+
+
+def _plain_rows(values: np.ndarray) -> list[Any]:
+    """Rows as JSON takes them: NaN and infinity as null, as orjson writes them."""
+    if values.dtype.kind == "f" and not np.isfinite(values).all():
+        values = values.astype(object)
+        values[~np.isfinite(values.astype(np.float64))] = None
+    return values.tolist()
+
+
+def _unpacked(body: dict[str, Any]) -> Any:
+    """The body's inputs, one list of row objects per record (packed ones unpacked)."""
+    inputs = body.get("inputs")
+    if inputs is not None:
+        return inputs
+    packed = body["packed_inputs"]
+    data = np.frombuffer(base64.b64decode(packed["data"]), dtype=np.dtype(packed["dtype"]))
+    rows = _plain_rows(data.reshape(-1, *packed["shape"]))
+    out, start = [], 0
+    for count in body["rows"]:
+        out.append([{ARRAY_FIELD: row} for row in rows[start:start + count]])
+        start += count
+    return out
+
+
+def _with_inputs(body: dict[str, Any]) -> dict[str, Any]:
+    """`body` with its inputs as lists (packed ones unpacked), in place."""
+    if "packed_inputs" in body:
+        body["inputs"] = _unpacked(body)
+        del body["packed_inputs"]
+    return body
+
+
+def _compress_blocks_with_lz4(engine: Any) -> None:
+    """PostgreSQL compresses a block's body with pglz by default, which costs its server
+    about as much as the insert itself; lz4 (PostgreSQL 14 and later, where built with it)
+    costs a fraction. Set once: the ALTER locks the table, so it runs only when needed."""
     try:
-        with dbapi_connection.cursor() as cursor:  # type: ignore[union-attr]
-            cursor.execute(_PG_CREATE_STAGE)
-            statement = _PG_COPY
-            columns: list[Sequence[Any]] = list(zip(*rows, strict=True))
-            columns[2] = _sqlite_times(columns[2])  # UTC, without a zone: see _PG_MOVE
-            with cursor.copy(_PG_COPY) as copy:
-                write_row = copy.write_row
-                for chunk in _paced(list(zip(*columns, strict=True)), pace):
-                    for row in chunk:
-                        write_row(row)
-            statement = _PG_MOVE
-            cursor.execute(_PG_MOVE)
-    except dbapi.Error as exc:
-        # As SQLAlchemy would have raised it: a data error is told from an unreachable
-        # database by its class (the writer retries one, splits the batch on the other).
-        raise DBAPIError.instance(statement, None, exc, dbapi.Error, dialect=conn.dialect) from exc
+        with engine.begin() as conn:
+            method = conn.exec_driver_sql(
+                "SELECT attcompression FROM pg_attribute WHERE attrelid = "
+                "'prediction_blocks'::regclass AND attname = 'body'"
+            ).scalar()
+            if method != "l":
+                conn.exec_driver_sql(
+                    "ALTER TABLE prediction_blocks ALTER COLUMN body SET COMPRESSION lz4")
+    except DBAPIError as exc:  # an older server, or one built without lz4: pglz it is
+        log.info("prediction blocks stay pglz-compressed: %s", str(exc).splitlines()[0])
+
+
+def _blocks(rows: Sequence[RecordRow]) -> Iterator[tuple[tuple[str, str, str, str],
+                                                         list[Sequence[Any]]]]:
+    """The rows by (deployment, variant, model, version), in blocks of at most BLOCK, each
+    as its columns."""
+    if not rows:
+        return
+    columns: list[Sequence[Any]] = list(zip(*rows, strict=True))
+    if all(len(set(columns[c])) == 1 for c in (0, 3, 4, 5)):
+        # The common case, one variant: no loop over the rows in Python.
+        key = (rows[0][0], rows[0][3], rows[0][4], rows[0][5])
+        for start in range(0, len(rows), BLOCK):
+            yield key, [column[start:start + BLOCK] for column in columns]
+        return
+    groups: dict[tuple[str, str, str, str], list[RecordRow]] = {}
+    for row in rows:
+        groups.setdefault((row[0], row[3], row[4], row[5]), []).append(row)
+    for key, group in groups.items():
+        for start in range(0, len(group), BLOCK):
+            yield key, list(zip(*group[start:start + BLOCK], strict=True))
+
+
+def _times_us(values: Sequence[float | datetime]) -> list[int]:
+    """Microseconds since the epoch of each time, rounded as datetime.fromtimestamp rounds."""
+    if not all(type(value) is float for value in values):
+        return [_micros_of(_as_datetime(value)) for value in values]
+    seconds = np.asarray(values, dtype=np.float64)
+    if len(seconds) and not _YEAR_1 / 1e6 <= seconds.min() <= seconds.max() < _YEAR_10000 / 1e6:
+        raise ValueError("Got a record time outside years 1 to 9999 (or not a number).")
+    micros = _epoch_micros(values)
+    assert micros is not None  # every value is a float
+    return micros.tolist()
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def _micros_of(value: datetime) -> int:
+    if value.tzinfo is None:
+        raise ValueError(f"Got {value!r}. Expected a timezone-aware datetime.")
+    return (value - _EPOCH) // _MICROSECOND
+
+
+def _at_us(micros: int) -> datetime:
+    return _EPOCH + timedelta(microseconds=micros)
+
+
+def _dumps_json(value: Any) -> str:
+    if orjson is not None:
+        try:
+            return orjson.dumps(value).decode()
+        except TypeError:  # a lone surrogate in a caller's string: json escapes it
+            pass
+    return json.dumps(value, ensure_ascii=True, separators=(",", ":"))
+
+
+def _loads_json(text: str | bytes) -> Any:
+    if orjson is not None:
+        try:
+            return orjson.loads(text)
+        except orjson.JSONDecodeError:  # a lone surrogate, stored escaped: json reads it
+            pass
+    return json.loads(text)
+
+
+def _parsed(value: Any) -> Any:
+    """Inputs or outputs as read: JSON text (Parquet) or already decoded (blocks)."""
+    return json.loads(value) if isinstance(value, str) else value
+
+
+def _drop(ids: list[Any], body: dict[str, Any], positions: Sequence[int]) -> None:
+    """Null the records at `positions` in a decoded block: gone, their place kept."""
+    _with_inputs(body)
+    for k in positions:
+        ids[k] = None
+        body["inputs"][k] = None
+        body["outputs"][k] = None
+
+
+def _grouped(pairs: Sequence[Any]) -> dict[Any, list[Any]]:
+    out: dict[Any, list[Any]] = {}
+    for key, value in pairs:
+        out.setdefault(key, []).append(value)
+    return out
+
+
+def _unpack(deployment: str, variant: str, model: str, version: str, ids: Sequence[Any],
+            body: dict[str, Any], low: int | None, high: int | None,
+            positions: Collection[int] | None) -> list[dict[str, Any]]:
+    """The held records of a decoded block, those with low <= time_us < high (and at
+    `positions`, when given), as `_scan` returns them."""
+    times, latencies, rows = body["time_us"], body["latency_ms"], body["rows"]
+    inputs, outputs = _unpacked(body), body["outputs"]
+    found = []
+    for k in (sorted(positions) if positions is not None else range(len(ids))):
+        if k >= len(ids) or ids[k] is None:
+            continue
+        at = times[k]
+        if (low is not None and at < low) or (high is not None and at >= high):
+            continue
+        found.append({
+            "request_id": ids[k], "time": _at_us(at), "deployment": deployment,
+            "variant": variant, "model": model, "version": version,
+            "latency_ms": latencies[k], "rows": rows[k],
+            "inputs": inputs[k], "outputs": outputs[k],
+        })
+    return found
 
 
 def expand(raw: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None) -> pd.DataFrame:
@@ -612,8 +938,8 @@ def expand(raw: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = Non
     want_outputs = wanted is None or any(c.startswith("output.") for c in wanted)
     rows: list[dict[str, Any]] = []
     for record in raw:
-        inputs = json.loads(record["inputs"]) if want_inputs else []
-        outputs = json.loads(record["outputs"]) if want_outputs else {}
+        inputs = _parsed(record["inputs"]) if want_inputs else []
+        outputs = _parsed(record["outputs"]) if want_outputs else {}
         count = max(int(record["rows"] or 0), len(inputs))
         meta = {name: record[name] for name in META}
         for index in range(count):
