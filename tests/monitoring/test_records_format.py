@@ -375,3 +375,46 @@ def test_records_of_the_row_per_record_table_move_into_blocks(db_store: RecordSt
     assert _counts(moved) == (2, BLOCK + 3, BLOCK + 3)
     RecordStore(db_store.database)  # nothing left to move
     assert _counts(moved) == (2, BLOCK + 3, BLOCK + 3)
+
+
+OUTPUTS = {
+    "classifier": lambda n: {"label": np.arange(n) % 2,
+                             "probabilities": np.linspace(0, 1, 2 * n).reshape(n, 2)},
+    "non-finite": lambda n: {"prediction": np.full(n, np.nan), "other": np.full(n, np.inf)},
+    "int32-and-bool": lambda n: {"a": np.ones(n, dtype=np.int32), "b": np.zeros(n, bool)},
+    "string-labels": lambda n: {"label": np.array(["cat"] * n)},
+    "a-list": lambda n: {"label": [1] * n},
+    "float32": lambda n: {"score": np.full(n, 0.1, dtype=np.float32)},
+    "not-one-per-row": lambda n: {"label": np.arange(n + 1)},
+    "none": lambda n: {},
+}
+
+
+@pytest.mark.parametrize("mixed", [False, True])
+def test_every_outputs_layout_reads_back_as_the_plain_path_writes_it(
+    db_store: RecordStore, mixed: bool
+) -> None:
+    """Outputs of packed arrays (one entry per output name for the whole block) and JSON
+    text, alone in their block or mixed with the other layouts in one."""
+    records = []
+    for name, make in OUTPUTS.items():
+        for k, n in enumerate([1, 3, 0]):
+            outputs = make(n)
+            records.append((f"{name}-{k}", outputs, PredictionRecord.from_batch(
+                request_id=f"{name}-{k}", time=time.time(), deployment="fraud",
+                variant="mixed" if mixed else name, model="m", version="1",
+                batch=np.ones((n, 2)), outputs=outputs, latency_ms=1.0,
+            )))
+    _write(db_store, [record for _, _, record in records])
+    for request_id, outputs, _ in records:
+        stored = db_store.get("fraud", request_id)
+        assert stored is not None, request_id
+        assert stored.outputs == json.loads(_dumps(outputs)), request_id  # the text path
+    frame = db_store.records("fraud", columns=["request_id", "output.probabilities"])
+    assert len(frame) == 4 * len(OUTPUTS)  # 1 + 3 + 0 rows of each layout
+    b = prediction_blocks
+    with db_store.database.read() as conn:
+        bodies = dict(conn.execute(select(b.c.variant, b.c.body)).all())
+    packed = {variant for variant, body in bodies.items() if '"packed_outputs"' in body}
+    assert packed == (set() if mixed else {"classifier", "non-finite", "int32-and-bool", "none"})
+    assert all('"packed_inputs"' in body for body in bodies.values())  # float64 rows

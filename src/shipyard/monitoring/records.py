@@ -51,6 +51,7 @@ from shipyard.monitoring.recordstore import (
     RecordStore,
     array_rows_json,
     packable,
+    packable_outputs,
 )
 from shipyard.monitoring.redact import Redactor, load_key, plain
 from shipyard.registry.database import Database
@@ -386,7 +387,7 @@ class RecordWriter:
                 latency,
                 int(record.rows),
                 self._inputs(record.inputs),
-                self._outputs(record.outputs),
+                self._outputs(record.outputs, record.rows),
             )
         except Exception as exc:  # noqa: BLE001 - one odd record must not stop the others
             self.stats.rejected += 1
@@ -405,7 +406,9 @@ class RecordWriter:
                 pass
         return _text(redactor.rows(rows_of(batch)))
 
-    def _outputs(self, outputs: Mapping[str, Any] | None) -> str:
+    def _outputs(self, outputs: Mapping[str, Any] | None, rows: int) -> Any:
+        if self._packs and packable_outputs(outputs, rows):
+            return outputs  # the store packs a block's outputs in one go
         values = outputs if type(outputs) is dict else dict(outputs or {})
         if orjson is not None:
             try:
