@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -21,6 +22,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from shipyard.monitoring.records import (
+    Answered,
     PredictionRecord,
     RecordWriter,
     writer_factory,
@@ -434,3 +436,72 @@ def test_reconfigure_applies_the_new_policy_to_later_records(store: RecordStore)
     w.close()
     assert store.get("fraud", "before").inputs[0]["email"] == "a@b.example"  # type: ignore[union-attr]
     assert "email" not in store.get("fraud", "after").inputs[0]  # type: ignore[union-attr]
+
+
+def _answered(count: int, **extra: object) -> list[SimpleNamespace]:
+    return [SimpleNamespace(request_id=f"a{k}", time=time.time(), latency_ms=1.5,
+                            batch=np.full((1, 2), float(k)), outputs={"label": np.array([k])},
+                            answered_by=None, **extra) for k in range(count)]
+
+
+def test_what_a_variant_answered_becomes_records_on_the_writer_thread(store: RecordStore) -> None:
+    """The monitor's flush hands over a variant's requests in one go (`submit_answered`)."""
+    items = _answered(6)
+    items[3].answered_by = ("fallback", "0.9")  # a fallback answered this one
+    items[5].outputs = None  # failed: no record
+    w = writer(store)
+    w.submit_answered(Answered("fraud", "champion", "fraud", "1.0", items,
+                               scrub=lambda value: value, scrub_inputs=False))
+    assert w.pending in (0, 6)  # queued as one, counted as its items (or already written)
+    assert w.close(10)
+    assert w.stats.written == 5 and w.pending == 0
+    frame = store.records("fraud", columns=["request_id", "variant", "version", "input.input",
+                                            "output.label", "latency_ms"])
+    assert list(frame["request_id"]) == [f"a{k}" for k in range(5)]
+    assert list(frame["variant"]) == ["champion"] * 3 + ["fallback", "champion"]
+    assert list(frame["version"]) == ["1.0"] * 3 + ["0.9", "1.0"]
+    assert list(frame["output.label"]) == [0, 1, 2, 3, 4]
+    assert frame["input.input"].tolist()[2] == [2.0, 2.0]
+    assert set(frame["latency_ms"]) == {1.5}
+
+
+def test_answered_requests_are_scrubbed_sampled_and_bounded(store: RecordStore) -> None:
+    items = _answered(4)
+    for item in items:
+        item.batch = ["mail me at a@b.example"]
+    seen: list[object] = []
+
+    def scrub(value: object) -> object:
+        seen.append(value)
+        return ["<scrubbed>"] if isinstance(value, list) else value
+
+    w = writer(store)
+    w.submit_answered(Answered("fraud", "champion", "fraud", "1.0", items, scrub=scrub,
+                               scrub_inputs=True))
+    assert w.flush(10)
+    stored = store.get("fraud", "a0")
+    assert stored is not None and stored.inputs == [{"text": "<scrubbed>"}]
+    assert len(seen) == 8  # each item's batch and outputs
+    w.close(10)
+    w.submit_answered(Answered("fraud", "champion", "fraud", "1.0", _answered(3),
+                               scrub=scrub, scrub_inputs=False))
+    assert w.stats.dropped == 3  # after close: dropped and counted
+
+    full = RecordWriter(store, RecordsConfig(), deployment="fraud", key=KEY, max_pending=3,
+                        interval_s=60, purge_every_s=None)
+    full.submit_answered(Answered("fraud", "c", "m", "1", _answered(4), scrub=scrub,
+                                  scrub_inputs=False))
+    full.submit_answered(Answered("fraud", "c", "m", "1", _answered(4), scrub=scrub,
+                                  scrub_inputs=False))
+    assert full.stats.dropped == 4 and full.pending == 4  # past the bound: the second goes
+    assert full.close(10) and full.stats.written == 4
+
+    half = writer(store, sample=0.5)
+    many = _answered(400)
+    for item in many:
+        item.request_id = "h" + item.request_id
+    half.submit_answered(Answered("fraud", "c", "m", "1", many, scrub=scrub,
+                                  scrub_inputs=False))
+    assert half.close(10)
+    assert half.stats.sampled_out + half.stats.written == 400
+    assert 120 < half.stats.written < 280

@@ -38,8 +38,8 @@ from shipyard.monitoring.drift import DriftReport, drift_report
 from shipyard.monitoring.feedback import Feedback, ImportReport, import_feedback, submit_feedback
 from shipyard.monitoring.metrics import ServiceMetrics, VariantMetrics
 from shipyard.monitoring.performance import cell_figures, performance
-from shipyard.monitoring.records import PredictionRecord, RecordWriter
-from shipyard.monitoring.recordstore import RecordStore, count_rows
+from shipyard.monitoring.records import Answered, RecordWriter
+from shipyard.monitoring.recordstore import RecordStore
 from shipyard.monitoring.sketch import ReferenceBins, WindowSketch, sketch_columns
 from shipyard.monitoring.traffic import Traffic
 from shipyard.routing import MonitoringConfig
@@ -279,19 +279,10 @@ class VariantMonitor:
             pace()
         self.keep_share = self._share_to_keep(count)
         if records is not None:
+            # One hand-off for them all: the writer makes each record on its own thread.
             deployment, variant, version = self.key
-            model, text_inputs, submit = self.model.name, self._text_inputs, records.submit
-            for item in taken:
-                if item.outputs is None:
-                    continue
-                served_variant, served_version = item.answered_by or (variant, version)
-                # Positional: this loop runs once per request, on the server's core.
-                submit(PredictionRecord(
-                    item.request_id, item.time, deployment, served_variant, model,
-                    served_version, scrubbed(item.batch) if text_inputs else item.batch,
-                    scrubbed(item.outputs), item.latency_ms, count_rows(item.batch),
-                ))
-                pace()
+            records.submit_answered(Answered(deployment, variant, self.model.name, version,
+                                             taken, scrubbed, self._text_inputs))
 
     def _share_to_keep(self, count: int) -> float:
         if self.reference is None:

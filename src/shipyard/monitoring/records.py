@@ -32,7 +32,7 @@ import random
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -50,6 +50,7 @@ from shipyard.monitoring.recordstore import (
     RecordRow,
     RecordStore,
     array_rows_json,
+    count_rows,
     packable,
     packable_outputs,
 )
@@ -188,6 +189,24 @@ class RecordSink(Protocol):
     def purge(self, deployment: str, before: datetime) -> tuple[int, int]: ...
 
 
+@dataclass(slots=True)
+class Answered:
+    """What one variant answered since the monitor's last flush, handed to the writer in one
+    go (`RecordWriter.submit_answered`): a record per item is made on the writer's thread, not
+    one object per request on the flusher's. `items` are the monitor's finished requests
+    (attributes request_id, time, latency_ms, batch, outputs, answered_by); an item without
+    outputs is skipped. `scrub` is applied to each item's outputs, and to its batch when
+    `scrub_inputs`."""
+
+    deployment: str
+    variant: str
+    model: str
+    version: str
+    items: Sequence[Any]
+    scrub: Callable[[Any], Any]
+    scrub_inputs: bool
+
+
 @dataclass
 class WriterStats:
     """Counters for the API and tests; written by one thread each, read by anyone."""
@@ -230,7 +249,11 @@ class RecordWriter:
         self.stats = WriterStats()
         self._sample = config.sample
         self._random = random.Random(seed).random  # noqa: S311 - sampling, not secrecy
-        self._queue: deque[PredictionRecord | threading.Event] = deque()
+        self._queue: deque[PredictionRecord | Answered | threading.Event] = deque()
+        # Items of the queued Answered beyond one each (the entry counts in len(_queue)),
+        # under _answered_lock: `pending` counts records to come, not queue entries.
+        self._answered_pending = 0
+        self._answered_lock = threading.Lock()
         self._max_pending = max_pending
         self._interval_s = interval_s
         self._batch_size = batch_size
@@ -261,12 +284,24 @@ class RecordWriter:
             return
         self._queue.append(record)
 
+    def submit_answered(self, answered: Answered) -> None:
+        """Queue what a variant answered since the last flush (one append for them all);
+        sampling, as `submit`'s, is drawn per item when the writer makes the records. Past
+        `max_pending` records to come, the whole hand-off is dropped and counted."""
+        count = len(answered.items)
+        with self._answered_lock:
+            if self._closed or len(self._queue) + self._answered_pending >= self._max_pending:
+                self.stats.dropped += count
+                return
+            self._answered_pending += count - 1  # the entry itself counts in len(_queue)
+        self._queue.append(answered)
+
     @property
     def pending(self) -> int:
-        return len(self._queue)
+        return len(self._queue) + self._answered_pending
 
     def __repr__(self) -> str:
-        return f"RecordWriter({self.deployment!r}, {self.sink!r}, pending={len(self._queue)})"
+        return f"RecordWriter({self.deployment!r}, {self.sink!r}, pending={self.pending})"
 
     def reconfigure(self, config: RecordsConfig) -> None:
         """Take a new revision's sampling, redaction and retention (not its `store`)."""
@@ -351,44 +386,64 @@ class RecordWriter:
                     batch = []
                     item.set()
                     continue
-                row = self._row(item)
-                self._pace()
-                if row is not None:
-                    batch.append(row)
-                if len(batch) >= self._batch_size:
-                    self._write(batch)
-                    batch = []
+                rows = (self._answered_rows(item) if isinstance(item, Answered)
+                        else (self._row(item),))
+                for row in rows:
+                    self._pace()
+                    if row is not None:
+                        batch.append(row)
+                    if len(batch) >= self._batch_size:
+                        self._write(batch)
+                        batch = []
+                if type(item) is Answered:
+                    with self._answered_lock:
+                        self._answered_pending -= len(item.items) - 1
             self._write(batch)
 
+    def _answered_rows(self, answered: Answered) -> Iterator[RecordRow | None]:
+        deployment, model = answered.deployment, answered.model
+        variant, version = answered.variant, answered.version
+        scrub, scrub_inputs = answered.scrub, answered.scrub_inputs
+        sample, draw, make = self._sample, self._random, self._make_row
+        for item in answered.items:
+            outputs = item.outputs
+            if outputs is None:
+                continue
+            if sample < 1.0 and draw() >= sample:
+                self.stats.sampled_out += 1
+                continue
+            by, by_version = item.answered_by or (variant, version)
+            batch = item.batch
+            yield make(item.request_id, deployment, item.time, by, model, by_version,
+                       item.latency_ms, count_rows(batch), scrub(batch) if scrub_inputs else batch,
+                       scrub(outputs))
+
     def _row(self, record: PredictionRecord) -> RecordRow | None:
+        return self._make_row(record.request_id, record.deployment, record.time, record.variant,
+                              record.model, record.version, record.latency_ms, record.rows,
+                              record.inputs, record.outputs)
+
+    def _make_row(self, request_id: Any, deployment: Any, time_s: Any, variant: str, model: str,
+                  version: str, latency_ms: Any, rows: Any, inputs: Any,
+                  outputs: Any) -> RecordRow | None:
+        """The stored row of one record, or None (counted, logged) when it cannot be one."""
         try:
-            request_id = record.request_id
             if not isinstance(request_id, str) or not 0 < len(request_id) <= MAX_REQUEST_ID:
                 raise ValueError(f"request id must be 1 to {MAX_REQUEST_ID} characters")
-            deployment = record.deployment
             if deployment not in self._valid_names:
                 if not NAME_PATTERN.fullmatch(deployment):
                     raise ValueError(f"deployment {deployment[:80]!r} is not a valid name")
                 if len(self._valid_names) < 1000:
                     self._valid_names.add(deployment)
-            at = float(record.time)
+            at = float(time_s)
             if not 0.0 <= at < _YEAR_2200:
                 datetime.fromtimestamp(at, UTC)  # a time a datetime cannot hold is refused here
-            latency: float | None = float(record.latency_ms)
+            latency: float | None = float(latency_ms)
             if not math.isfinite(latency):  # type: ignore[arg-type]
                 latency = None
-            return (
-                deployment,
-                request_id,
-                at,
-                record.variant,
-                record.model,
-                record.version,
-                latency,
-                int(record.rows),
-                self._inputs(record.inputs),
-                self._outputs(record.outputs, record.rows),
-            )
+            count = int(rows)
+            return (deployment, request_id, at, variant, model, version, latency, count,
+                    self._inputs(inputs), self._outputs(outputs, count))
         except Exception as exc:  # noqa: BLE001 - one odd record must not stop the others
             self.stats.rejected += 1
             log.warning("prediction records of %s: skipped a record that cannot be stored "
