@@ -52,7 +52,6 @@ from shipyard.monitoring.recordstore import (
     array_rows_json,
     count_rows,
     packable,
-    packable_outputs,
 )
 from shipyard.monitoring.redact import Redactor, load_key, plain
 from shipyard.registry.database import Database
@@ -441,9 +440,8 @@ class RecordWriter:
             latency: float | None = float(latency_ms)
             if not math.isfinite(latency):  # type: ignore[arg-type]
                 latency = None
-            count = int(rows)
-            return (deployment, request_id, at, variant, model, version, latency, count,
-                    self._inputs(inputs), self._outputs(outputs, count))
+            return (deployment, request_id, at, variant, model, version, latency, int(rows),
+                    self._inputs(inputs), self._outputs(outputs))
         except Exception as exc:  # noqa: BLE001 - one odd record must not stop the others
             self.stats.rejected += 1
             log.warning("prediction records of %s: skipped a record that cannot be stored "
@@ -461,9 +459,7 @@ class RecordWriter:
                 pass
         return _text(redactor.rows(rows_of(batch)))
 
-    def _outputs(self, outputs: Mapping[str, Any] | None, rows: int) -> Any:
-        if self._packs and packable_outputs(outputs, rows):
-            return outputs  # the store packs a block's outputs in one go
+    def _outputs(self, outputs: Mapping[str, Any] | None) -> str:
         values = outputs if type(outputs) is dict else dict(outputs or {})
         if orjson is not None:
             try:

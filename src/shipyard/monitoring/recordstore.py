@@ -357,7 +357,7 @@ class RecordStore:
         body = (
             '{"time_us":' + _dumps_json(times) + ',"latency_ms":' + _dumps_json(columns[6])
             + ',"rows":' + _dumps_json(columns[7]) + "," + _inputs_json(columns[8])
-            + "," + _outputs_json(columns[9], columns[7]) + "}"
+            + ',"outputs":[' + ",".join(columns[9]) + "]}"
         )
         block: int = conn.execute(_INSERT_BLOCK, {
             "deployment": deployment, "variant": variant, "model": model, "version": version,
@@ -752,67 +752,19 @@ def packable(batch: Any) -> bool:
     return type(batch) is np.ndarray and batch.ndim >= 2 and batch.dtype in _PACKED
 
 
-def packable_outputs(outputs: Any, rows: int) -> bool:
-    """Outputs the database store packs: a dict of C-contiguous arrays of _PACKED types,
-    each with one value per served row (a classifier's label and probabilities)."""
-    return type(outputs) is dict and all(
-        type(value) is np.ndarray and value.ndim >= 1 and value.dtype in _PACKED
-        and len(value) == rows and value.flags.c_contiguous
-        for value in outputs.values()
-    )
-
-
-def _pack(arrays: Sequence[np.ndarray]) -> str | None:
-    """JSON text of arrays of one packed type and row shape, concatenated, as their bytes in
-    base64; None when they differ in type or row shape."""
-    shapes = {(item.dtype, item.shape[1:]) for item in arrays}
-    if len(shapes) != 1:
-        return None
-    dtype, shape = shapes.pop()
-    if dtype not in _PACKED:
-        return None
-    data = np.concatenate(arrays) if len(arrays) > 1 else arrays[0]
-    return ('{"dtype":"' + dtype.str + '","shape":' + json.dumps(list(shape)) + ',"data":"'
-            + base64.b64encode(np.ascontiguousarray(data).data).decode() + '"}')
-
-
-def _unpack_rows(packed: Mapping[str, Any]) -> list[Any]:
-    data = np.frombuffer(base64.b64decode(packed["data"]), dtype=np.dtype(packed["dtype"]))
-    return _plain_rows(data.reshape(-1, *packed["shape"]))
-
-
 def _inputs_json(inputs: Sequence[Any]) -> str:
     """The body's inputs: packed when every record's is an array of one type and row shape,
     else one JSON list per record (an array made text here)."""
     if all(type(item) is np.ndarray for item in inputs):
-        packed = _pack(inputs)
-        if packed is not None:
-            return '"packed_inputs":' + packed
+        shapes = {(item.dtype, item.shape[1:]) for item in inputs}
+        if len(shapes) == 1:
+            dtype, shape = shapes.pop()
+            data = np.concatenate(inputs) if len(inputs) > 1 else inputs[0]
+            return ('"packed_inputs":{"dtype":"' + dtype.str + '","shape":'
+                    + json.dumps(list(shape)) + ',"data":"'
+                    + base64.b64encode(np.ascontiguousarray(data).data).decode() + '"}')
     texts = [item if type(item) is str else _array_text(item) for item in inputs]
     return '"inputs":[' + ",".join(texts) + "]"
-
-
-def _outputs_json(outputs: Sequence[Any], rows: Sequence[int]) -> str:
-    """The body's outputs: packed, one entry per output name, when every record's is a dict
-    of arrays (`packable_outputs`) with the same names; else one JSON object per record."""
-    if all(type(item) is dict for item in outputs):
-        names = list(outputs[0])
-        if all(list(item) == names for item in outputs):
-            packed = {name: _pack([item[name] for item in outputs]) for name in names}
-            total = sum(rows)
-            if all(text is not None for text in packed.values()) and all(
-                sum(len(item[name]) for item in outputs) == total for name in names
-            ):
-                return '"packed_outputs":{' + ",".join(
-                    json.dumps(name) + ":" + text for name, text in packed.items()  # type: ignore[operator]
-                ) + "}"
-    texts = [item if type(item) is str else _dumps_json(_plain_outputs(item))
-             for item in outputs]
-    return '"outputs":[' + ",".join(texts) + "]"
-
-
-def _plain_outputs(outputs: Mapping[str, np.ndarray]) -> dict[str, Any]:
-    return {name: _plain_rows(values) for name, values in outputs.items()}
 
 
 def _array_text(batch: np.ndarray) -> str:
@@ -830,42 +782,26 @@ def _plain_rows(values: np.ndarray) -> list[Any]:
     return values.tolist()
 
 
-def _split(values: Sequence[Any], counts: Sequence[int]) -> list[list[Any]]:
-    out, start = [], 0
-    for count in counts:
-        out.append(list(values[start:start + count]))
-        start += count
-    return out
-
-
 def _unpacked(body: dict[str, Any]) -> Any:
     """The body's inputs, one list of row objects per record (packed ones unpacked)."""
     inputs = body.get("inputs")
     if inputs is not None:
         return inputs
-    rows = _unpack_rows(body["packed_inputs"])
-    return [[{ARRAY_FIELD: row} for row in part] for part in _split(rows, body["rows"])]
-
-
-def _unpacked_outputs(body: dict[str, Any]) -> Any:
-    """The body's outputs, one object per record (packed ones unpacked)."""
-    outputs = body.get("outputs")
-    if outputs is not None:
-        return outputs
-    columns = {name: _split(_unpack_rows(packed), body["rows"])
-               for name, packed in body["packed_outputs"].items()}
-    return [{name: parts[k] for name, parts in columns.items()}
-            for k in range(len(body["rows"]))]
+    packed = body["packed_inputs"]
+    data = np.frombuffer(base64.b64decode(packed["data"]), dtype=np.dtype(packed["dtype"]))
+    rows = _plain_rows(data.reshape(-1, *packed["shape"]))
+    out, start = [], 0
+    for count in body["rows"]:
+        out.append([{ARRAY_FIELD: row} for row in rows[start:start + count]])
+        start += count
+    return out
 
 
 def _with_inputs(body: dict[str, Any]) -> dict[str, Any]:
-    """`body` with its inputs and outputs as lists (packed ones unpacked), in place."""
+    """`body` with its inputs as lists (packed ones unpacked), in place."""
     if "packed_inputs" in body:
         body["inputs"] = _unpacked(body)
         del body["packed_inputs"]
-    if "packed_outputs" in body:
-        body["outputs"] = _unpacked_outputs(body)
-        del body["packed_outputs"]
     return body
 
 
@@ -978,7 +914,7 @@ def _unpack(deployment: str, variant: str, model: str, version: str, ids: Sequen
     """The held records of a decoded block, those with low <= time_us < high (and at
     `positions`, when given), as `_scan` returns them."""
     times, latencies, rows = body["time_us"], body["latency_ms"], body["rows"]
-    inputs, outputs = _unpacked(body), _unpacked_outputs(body)
+    inputs, outputs = _unpacked(body), body["outputs"]
     found = []
     for k in (sorted(positions) if positions is not None else range(len(ids))):
         if k >= len(ids) or ids[k] is None:
