@@ -505,3 +505,19 @@ def test_answered_requests_are_scrubbed_sampled_and_bounded(store: RecordStore) 
     assert half.close(10)
     assert half.stats.sampled_out + half.stats.written == 400
     assert 120 < half.stats.written < 280
+
+
+def test_an_answered_request_that_cannot_be_scrubbed_costs_only_itself(
+    store: RecordStore,
+) -> None:
+    def scrub(value: object) -> object:
+        if isinstance(value, dict) and value["label"][0] == 1:
+            raise ValueError("unscrubbable")
+        return value
+
+    w = writer(store)
+    w.submit_answered(Answered("fraud", "champion", "fraud", "1.0", _answered(3), scrub=scrub,
+                               scrub_inputs=False))
+    assert w.close(10)
+    assert w.stats.rejected == 1 and w.stats.written == 2 and w.pending == 0
+    assert set(store.records("fraud", columns=["request_id"])["request_id"]) == {"a0", "a2"}

@@ -32,7 +32,7 @@ import random
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -208,7 +208,8 @@ class Answered:
 
 @dataclass
 class WriterStats:
-    """Counters for the API and tests; written by one thread each, read by anyone."""
+    """Counters for the API and tests, read by anyone. Each is written by one thread: the
+    submitter's, or the writer's (sampled_out too, for `submit_answered`)."""
 
     sampled_out: int = 0
     dropped: int = 0  # the queue was full, or the writer closed
@@ -385,8 +386,11 @@ class RecordWriter:
                     batch = []
                     item.set()
                     continue
-                rows = (self._answered_rows(item) if isinstance(item, Answered)
-                        else (self._row(item),))
+                rows: Iterable[RecordRow | None]
+                if isinstance(item, Answered):
+                    rows, beyond_one = self._answered_rows(item), len(item.items) - 1
+                else:
+                    rows, beyond_one = (self._row(item),), 0
                 for row in rows:
                     self._pace()
                     if row is not None:
@@ -394,9 +398,9 @@ class RecordWriter:
                     if len(batch) >= self._batch_size:
                         self._write(batch)
                         batch = []
-                if type(item) is Answered:
+                if beyond_one:
                     with self._answered_lock:
-                        self._answered_pending -= len(item.items) - 1
+                        self._answered_pending -= beyond_one
             self._write(batch)
 
     def _answered_rows(self, answered: Answered) -> Iterator[RecordRow | None]:
@@ -413,9 +417,14 @@ class RecordWriter:
                 continue
             by, by_version = item.answered_by or (variant, version)
             batch = item.batch
+            try:
+                inputs = scrub(batch) if scrub_inputs else batch
+                outputs = scrub(outputs)
+            except Exception as exc:  # noqa: BLE001 - as in _make_row: only this one is lost
+                self._rejected(exc)
+                continue
             yield make(item.request_id, deployment, item.time, by, model, by_version,
-                       item.latency_ms, count_rows(batch), scrub(batch) if scrub_inputs else batch,
-                       scrub(outputs))
+                       item.latency_ms, count_rows(batch), inputs, outputs)
 
     def _row(self, record: PredictionRecord) -> RecordRow | None:
         return self._make_row(record.request_id, record.deployment, record.time, record.variant,
@@ -443,10 +452,13 @@ class RecordWriter:
             return (deployment, request_id, at, variant, model, version, latency, int(rows),
                     self._inputs(inputs), self._outputs(outputs))
         except Exception as exc:  # noqa: BLE001 - one odd record must not stop the others
-            self.stats.rejected += 1
-            log.warning("prediction records of %s: skipped a record that cannot be stored "
-                        "(%s: %s)", self.deployment, type(exc).__name__, exc)
+            self._rejected(exc)
             return None
+
+    def _rejected(self, exc: Exception) -> None:
+        self.stats.rejected += 1
+        log.warning("prediction records of %s: skipped a record that cannot be stored (%s: %s)",
+                    self.deployment, type(exc).__name__, exc)
 
     def _inputs(self, batch: Any) -> Any:
         redactor = self.redactor  # one read: reconfigure() swaps the attribute

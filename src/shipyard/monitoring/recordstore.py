@@ -426,17 +426,17 @@ class RecordStore:
         cutoff = _micros_of(before)
         removed = 0
         found = conn.execute(
-            select(b.c.id, b.c.last_time, b.c.request_ids, b.c.body, b.c.count)
+            select(b.c.id, b.c.last_time, b.c.request_ids, b.c.count)
             .where(b.c.deployment == deployment, b.c.first_time < before)
         ).all()
-        for block, last, ids_text, body, count in found:
+        for block, last, ids_text, count in found:
             ids: list[str | None] = _loads_json(ids_text)
-            if last < before:
-                gone = [k for k, request_id in enumerate(ids) if request_id is not None]
-                self._unindex(conn, deployment, block, [ids[k] for k in gone])
+            if last < before:  # wholly past: its body need not be read
+                self._unindex(conn, deployment, block, [i for i in ids if i is not None])
                 conn.execute(delete(b).where(b.c.id == block))
                 removed += count
                 continue
+            body = conn.execute(select(b.c.body).where(b.c.id == block)).scalar_one()
             decoded = _loads_json(body)
             gone = [k for k, request_id in enumerate(ids)
                     if request_id is not None and decoded["time_us"][k] < cutoff]
@@ -685,10 +685,14 @@ def _as_datetime(value: float | datetime) -> datetime:
 
 def _epoch_micros(values: Sequence[float | datetime]) -> np.ndarray | None:
     """Microseconds since the epoch of float times, rounded as datetime.fromtimestamp rounds
-    them (np.round: half to even), in one go; None when some time is not a float."""
+    them (np.round: half to even), in one go; None when some time is not a float. A time
+    outside years 1 to 9999 (NaN included) is refused, as fromtimestamp refuses it."""
     if not all(type(value) is float for value in values):
         return None
-    fraction, whole = np.modf(np.asarray(values, dtype=np.float64))
+    seconds = np.asarray(values, dtype=np.float64)
+    if len(seconds) and not _YEAR_1 / 1e6 <= seconds.min() <= seconds.max() < _YEAR_10000 / 1e6:
+        raise ValueError("Got a record time outside years 1 to 9999 (or not a number).")
+    fraction, whole = np.modf(seconds)
     return whole.astype(np.int64) * 1_000_000 + np.round(fraction * 1e6).astype(np.int64)
 
 
@@ -845,13 +849,9 @@ def _blocks(rows: Sequence[RecordRow]) -> Iterator[tuple[tuple[str, str, str, st
 
 def _times_us(values: Sequence[float | datetime]) -> list[int]:
     """Microseconds since the epoch of each time, rounded as datetime.fromtimestamp rounds."""
-    if not all(type(value) is float for value in values):
-        return [_micros_of(_as_datetime(value)) for value in values]
-    seconds = np.asarray(values, dtype=np.float64)
-    if len(seconds) and not _YEAR_1 / 1e6 <= seconds.min() <= seconds.max() < _YEAR_10000 / 1e6:
-        raise ValueError("Got a record time outside years 1 to 9999 (or not a number).")
     micros = _epoch_micros(values)
-    assert micros is not None  # every value is a float
+    if micros is None:
+        return [_micros_of(_as_datetime(value)) for value in values]
     return micros.tolist()
 
 
