@@ -1,13 +1,16 @@
 """What one prediction record costs the process: submit -> stored, per backend and input layout.
 
     .venv/bin/python bench/monitoring/records_micro.py [--records 20000] [--repeat 3]
-        [--backends sqlite,parquet,postgres] [--cases array,frame,frame+hash] [--json PATH]
+        [--backends sqlite,parquet,postgres] [--cases array,frame,frame+hash]
+        [--path answered|submit] [--json PATH]
 
-Each case submits `--records` records to a fresh `RecordWriter` (the server's defaults:
-interval, batch size) on a fresh store, then flushes. Reported per record, best of
-`--repeat`:
+Each case hands `--records` records to a fresh `RecordWriter` (the server's defaults:
+interval, batch size) on a fresh store, then flushes. `--path answered` (the default) hands
+them over as the server's monitor does, as finished requests in one `submit_answered` per
+HANDOFF of them (about a second of traffic per variant); `--path submit` one
+`PredictionRecord` per `submit`. Reported per record, best of `--repeat`:
 
-- **submit us**: the hot path alone (`RecordWriter.submit`, what a request pays inline);
+- **submit us**: the hot path alone (what the submitting thread pays);
 - **CPU us**: this process's CPU time (all threads: submit, the writer thread's conversion,
   serialisation and the driver's insert) from the first submit until the flush returned;
   on one core this is what the writer takes from serving;
@@ -41,7 +44,8 @@ import pandas as pd
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from shipyard.monitoring.records import PredictionRecord, RecordWriter
+from shipyard.monitoring.monitor import Seen, scrubbed
+from shipyard.monitoring.records import Answered, PredictionRecord, RecordWriter
 from shipyard.monitoring.recordstore import RecordStore
 from shipyard.registry.database import Database
 from shipyard.routing import RecordsConfig
@@ -51,6 +55,7 @@ POSTGRES_URL = os.environ.get("SHIPYARD_TEST_POSTGRES_URL",
                               "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 KEY = b"k" * 32
 CASES = ("array", "frame", "frame+hash")
+HANDOFF = 1000  # finished requests per submit_answered: about a second of a variant's traffic
 
 
 def make_records(case: str, n: int, seed: int = 0) -> list[PredictionRecord]:
@@ -113,15 +118,30 @@ def postgres_reachable() -> bool:
         engine.dispose()
 
 
-def measure(backend: str, case: str, n: int, folder: Path) -> dict[str, float]:
+def as_answered(records: list[PredictionRecord]) -> list[Answered]:
+    """The records as the monitor's flush hands them over: finished requests, HANDOFF a go."""
+    seen = [Seen(time=r.time, request_id=r.request_id, status=200, latency_ms=r.latency_ms,
+                 rows=r.rows, batch=r.inputs, outputs=r.outputs) for r in records]
+    text_inputs = not isinstance(records[0].inputs, np.ndarray)
+    return [Answered("bench", "main", "bench", "1", seen[start:start + HANDOFF], scrubbed,
+                     text_inputs) for start in range(0, len(seen), HANDOFF)]
+
+
+def measure(backend: str, case: str, n: int, folder: Path,
+            path: str = "answered") -> dict[str, float]:
     records = make_records(case, n)
+    handoffs = as_answered(records) if path == "answered" else []
     store, cleanup = open_store(backend, folder)
     config = RecordsConfig(redact={"email": "hash"} if case == "frame+hash" else {})
     try:
         writer = RecordWriter(store, config, deployment="bench", key=KEY, purge_every_s=None)
         cpu0, wall0 = time.process_time(), time.perf_counter()
-        for record in records:
-            writer.submit(record)
+        if path == "answered":
+            for answered in handoffs:
+                writer.submit_answered(answered)
+        else:
+            for record in records:
+                writer.submit(record)
         submitted = time.perf_counter()
         if not writer.flush(600):
             raise RuntimeError("flush timed out")
@@ -145,6 +165,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--backends", default="sqlite,parquet,postgres")
     parser.add_argument("--cases", default=",".join(CASES))
+    parser.add_argument("--path", choices=("answered", "submit"), default="answered")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     backends = [b for b in args.backends.split(",") if b]
@@ -157,14 +178,16 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="records-micro-") as tmp:
         for backend in backends:
             for case in args.cases.split(","):
-                runs = [measure(backend, case, args.records, Path(tmp) / f"{backend}-{k}")
+                runs = [measure(backend, case, args.records, Path(tmp) / f"{backend}-{k}",
+                                args.path)
                         for k in range(args.repeat)]
                 best = {key: min(r[key] for r in runs) for key in runs[0]}
                 results.append({"backend": backend, "case": case, **best})
                 print(f"{backend:9} {case:11} {best['submit_us']:9.2f} {best['cpu_us']:8.1f} "
                       f"{best['wall_us']:8.1f}", flush=True)
     if args.json:
-        args.json.write_text(json.dumps({"records": args.records, "results": results},
+        args.json.write_text(json.dumps({"records": args.records, "path": args.path,
+                                         "results": results},
                                         indent=2) + "\n")
 
 

@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from shipyard.monitoring.records import (
+    ROWS_PER_CHUNK,
     Answered,
     PredictionRecord,
     RecordWriter,
@@ -521,3 +522,40 @@ def test_an_answered_request_that_cannot_be_scrubbed_costs_only_itself(
     assert w.close(10)
     assert w.stats.rejected == 1 and w.stats.written == 2 and w.pending == 0
     assert set(store.records("fraud", columns=["request_id"])["request_id"]) == {"a0", "a2"}
+
+
+def test_odd_answered_requests_cost_only_themselves_in_a_chunk_of_good_ones(
+    store: RecordStore,
+) -> None:
+    """Records of a hand-off are made a chunk at a time, each check over the whole chunk; an
+    odd request sends its chunk the slow way, which loses it alone."""
+    items = _answered(ROWS_PER_CHUNK + 10)
+    odd = ROWS_PER_CHUNK + 3  # in the second chunk
+    items[odd].request_id = "x" * 129  # over the column's limit
+    items[odd + 1].time = 1e300  # no datetime holds it
+    items[odd + 2].time = "soon"  # not a time at all
+    items[5].latency_ms = float("nan")  # not odd: stored as null, in the fast path
+    items[6].latency_ms = float("inf")
+    w = writer(store)
+    w.submit_answered(Answered("fraud", "champion", "fraud", "1.0", items,
+                               scrub=lambda value: value, scrub_inputs=False))
+    assert w.close(10)
+    assert w.stats.rejected == 3 and w.stats.written == len(items) - 3 and w.pending == 0
+    frame = store.records("fraud", columns=["request_id", "latency_ms", "input.input"])
+    expected = [f"a{k}" for k in range(len(items)) if k not in (odd, odd + 1, odd + 2)]
+    assert list(frame["request_id"]) == expected
+    latencies = dict(zip(frame["request_id"], frame["latency_ms"], strict=True))
+    assert np.isnan(latencies["a5"]) and np.isnan(latencies["a6"])
+    assert latencies["a7"] == 1.5
+    inputs = dict(zip(frame["request_id"], frame["input.input"], strict=True))
+    assert inputs[f"a{odd + 5}"] == [float(odd + 5)] * 2
+
+
+def test_an_answered_hand_off_for_an_invalid_deployment_name_is_rejected(
+    store: RecordStore,
+) -> None:
+    w = writer(store)
+    w.submit_answered(Answered("Not A Name/..", "champion", "m", "1.0", _answered(3),
+                               scrub=lambda value: value, scrub_inputs=False))
+    assert w.close(10)
+    assert w.stats.rejected == 3 and w.stats.written == 0

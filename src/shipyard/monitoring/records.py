@@ -32,9 +32,11 @@ import random
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import partial
+from itertools import repeat
 from typing import Any, Protocol
 
 import numpy as np
@@ -73,6 +75,7 @@ MAX_PENDING = 100_000
 RETRIES = 3
 BACKOFF_S = 0.2
 PURGE_EVERY_S = 3600.0
+ROWS_PER_CHUNK = 64  # an Answered's records are made this many at once, paced between
 _YEAR_2200 = 7258118400.0  # seconds since the epoch: times before it need no range check
 
 
@@ -386,45 +389,96 @@ class RecordWriter:
                     batch = []
                     item.set()
                     continue
-                rows: Iterable[RecordRow | None]
                 if isinstance(item, Answered):
-                    rows, beyond_one = self._answered_rows(item), len(item.items) - 1
-                else:
-                    rows, beyond_one = (self._row(item),), 0
-                for row in rows:
-                    self._pace()
-                    if row is not None:
-                        batch.append(row)
-                    if len(batch) >= self._batch_size:
-                        self._write(batch)
-                        batch = []
-                if beyond_one:
-                    with self._answered_lock:
-                        self._answered_pending -= beyond_one
+                    for rows in self._answered_rows(item):
+                        self._pace()
+                        batch.extend(rows)
+                        if len(batch) >= self._batch_size:
+                            self._write(batch)
+                            batch = []
+                    if len(item.items) > 1:
+                        with self._answered_lock:
+                            self._answered_pending -= len(item.items) - 1
+                    continue
+                self._pace()
+                row = self._row(item)
+                if row is not None:
+                    batch.append(row)
+                if len(batch) >= self._batch_size:
+                    self._write(batch)
+                    batch = []
             self._write(batch)
 
-    def _answered_rows(self, answered: Answered) -> Iterator[RecordRow | None]:
-        deployment, model = answered.deployment, answered.model
-        variant, version = answered.variant, answered.version
-        scrub, scrub_inputs = answered.scrub, answered.scrub_inputs
-        sample, draw, make = self._sample, self._random, self._make_row
-        for item in answered.items:
-            outputs = item.outputs
-            if outputs is None:
-                continue
-            if sample < 1.0 and draw() >= sample:
-                self.stats.sampled_out += 1
-                continue
-            by, by_version = item.answered_by or (variant, version)
-            batch = item.batch
+    def _answered_rows(self, answered: Answered) -> Iterator[list[RecordRow]]:
+        """The rows of a hand-off, a chunk at a time (the drain paces between chunks). A
+        chunk is made column by column, each check over the whole chunk at once; a chunk
+        holding anything odd is made again record by record, so only the odd record is
+        lost."""
+        items = [item for item in answered.items if item.outputs is not None]
+        if self._sample < 1.0:
+            sample, draw = self._sample, self._random
+            kept = [item for item in items if draw() < sample]
+            self.stats.sampled_out += len(items) - len(kept)
+            items = kept
+        for start in range(0, len(items), ROWS_PER_CHUNK):
+            chunk = items[start:start + ROWS_PER_CHUNK]
             try:
-                inputs = scrub(batch) if scrub_inputs else batch
-                outputs = scrub(outputs)
-            except Exception as exc:  # noqa: BLE001 - as in _make_row: only this one is lost
-                self._rejected(exc)
-                continue
-            yield make(item.request_id, deployment, item.time, by, model, by_version,
-                       item.latency_ms, count_rows(batch), inputs, outputs)
+                rows = self._chunk_rows(answered, chunk)
+            except Exception:  # noqa: BLE001 - made again one by one below, which says why
+                rows = None
+            if rows is None:
+                rows = [row for row in map(partial(self._item_row, answered), chunk)
+                        if row is not None]
+            yield rows
+
+    def _chunk_rows(self, answered: Answered, items: list[Any]) -> list[RecordRow] | None:
+        """The rows of `items` in one pass per column, or None where any record needs a
+        closer look (`_item_row`): an odd request id, time or deployment, a scrub that fails."""
+        deployment, variant, version = answered.deployment, answered.variant, answered.version
+        self._check_name(deployment)
+        ids = [item.request_id for item in items]
+        if set(map(type, ids)) != {str} or not 0 < min(map(len, ids)) <= max(
+                map(len, ids)) <= MAX_REQUEST_ID:
+            return None
+        times = np.array([item.time for item in items], dtype=np.float64)
+        if not ((times >= 0.0) & (times < _YEAR_2200)).all():
+            return None
+        latencies = np.array([item.latency_ms for item in items], dtype=np.float64)
+        latency_list: list[float | None] = latencies.tolist()
+        if not np.isfinite(latencies).all():
+            latency_list = [v if math.isfinite(v) else None for v in latencies.tolist()]
+        batches = [item.batch for item in items]
+        counts = [count_rows(batch) for batch in batches]
+        scrub = answered.scrub
+        if answered.scrub_inputs:
+            batches = [scrub(batch) for batch in batches]
+        inputs = list(map(self._inputs, batches))
+        outputs = [self._outputs(scrub(item.outputs)) for item in items]
+        chunk = len(items)
+        answered_by = [item.answered_by for item in items]
+        if any(answered_by):
+            variants = [by[0] if by else variant for by in answered_by]
+            versions = [by[1] if by else version for by in answered_by]
+            return list(zip(repeat(deployment, chunk), ids, times.tolist(), variants,
+                            repeat(answered.model, chunk), versions, latency_list, counts,
+                            inputs, outputs, strict=True))
+        return list(zip(repeat(deployment, chunk), ids, times.tolist(), repeat(variant, chunk),
+                        repeat(answered.model, chunk), repeat(version, chunk), latency_list,
+                        counts, inputs, outputs, strict=True))
+
+    def _item_row(self, answered: Answered, item: Any) -> RecordRow | None:
+        """One answered request's row, or None (counted, logged) when it cannot be one."""
+        by, by_version = item.answered_by or (answered.variant, answered.version)
+        batch = item.batch
+        try:
+            inputs = answered.scrub(batch) if answered.scrub_inputs else batch
+            outputs = answered.scrub(item.outputs)
+        except Exception as exc:  # noqa: BLE001 - as in _make_row: only this one is lost
+            self._rejected(exc)
+            return None
+        return self._make_row(item.request_id, answered.deployment, item.time, by,
+                              answered.model, by_version, item.latency_ms, count_rows(batch),
+                              inputs, outputs)
 
     def _row(self, record: PredictionRecord) -> RecordRow | None:
         return self._make_row(record.request_id, record.deployment, record.time, record.variant,
@@ -438,11 +492,7 @@ class RecordWriter:
         try:
             if not isinstance(request_id, str) or not 0 < len(request_id) <= MAX_REQUEST_ID:
                 raise ValueError(f"request id must be 1 to {MAX_REQUEST_ID} characters")
-            if deployment not in self._valid_names:
-                if not NAME_PATTERN.fullmatch(deployment):
-                    raise ValueError(f"deployment {deployment[:80]!r} is not a valid name")
-                if len(self._valid_names) < 1000:
-                    self._valid_names.add(deployment)
+            self._check_name(deployment)
             at = float(time_s)
             if not 0.0 <= at < _YEAR_2200:
                 datetime.fromtimestamp(at, UTC)  # a time a datetime cannot hold is refused here
@@ -454,6 +504,13 @@ class RecordWriter:
         except Exception as exc:  # noqa: BLE001 - one odd record must not stop the others
             self._rejected(exc)
             return None
+
+    def _check_name(self, deployment: Any) -> None:
+        if deployment not in self._valid_names:
+            if not NAME_PATTERN.fullmatch(deployment):
+                raise ValueError(f"deployment {deployment[:80]!r} is not a valid name")
+            if len(self._valid_names) < 1000:
+                self._valid_names.add(deployment)
 
     def _rejected(self, exc: Exception) -> None:
         self.stats.rejected += 1
