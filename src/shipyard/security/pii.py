@@ -94,6 +94,11 @@ class Detector:
     # The detector runs only when one of these appears in the text (a cheap C-speed scan).
     needs: tuple[str, ...] = ()
     validate: Validator | None = None
+    # Read once per detector and text: RegexFlag's `&` goes through the enum machinery.
+    ignores_case: bool = field(init=False, default=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "ignores_case", bool(self.pattern.flags & re.IGNORECASE))
 
 
 # --- checksums -------------------------------------------------------------------------------
@@ -531,7 +536,7 @@ def find(text: str, kinds: Iterable[str] | None = None) -> list[Finding]:
             continue
         if detector.needs:
             haystack = text
-            if detector.pattern.flags & re.IGNORECASE:
+            if detector.ignores_case:
                 lowered = text.lower() if lowered is None else lowered
                 haystack = lowered
             if not any(literal in haystack for literal in detector.needs):
