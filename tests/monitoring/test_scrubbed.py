@@ -47,3 +47,28 @@ def test_rows_are_counted_in_every_layout() -> None:
     assert count_rows({}) == 0
     assert count_rows(pd.DataFrame({"a": [1, 2, 3]})) == 3
     assert count_rows(["a", "b"]) == 2
+
+
+def test_a_frame_is_copied_only_when_some_text_held_pii() -> None:
+    clean = pd.DataFrame({"x": [1.0, 2.0], "note": ["hello", None], "n": [1, 2]})
+    assert scrubbed(clean) is clean  # nothing to redact: no copy (once per record)
+    frame = pd.DataFrame({
+        "x": [1.0, 2.0],
+        "note": [EMAIL, "fine"],
+        "typed": pd.array(["call +1 415 555 0100", None], dtype="string"),
+        "mixed": [{"k": "v"}, 3],  # object column, not text: its values pass as they are
+        "when": pd.to_datetime(["2026-01-01", "2026-01-02"]),
+    })
+    cleaned = scrubbed(frame)
+    assert cleaned is not frame
+    assert cleaned["note"].tolist() == ["write to [EMAIL]", "fine"]
+    assert cleaned["typed"].tolist()[0] == "call [PHONE]" and pd.isna(cleaned["typed"][1])
+    assert cleaned["mixed"].tolist() == [{"k": "v"}, 3]
+    assert cleaned["x"].tolist() == [1.0, 2.0] and list(cleaned.columns) == list(frame.columns)
+    assert frame["note"][0] == EMAIL  # the caller's frame is not changed
+
+
+def test_a_frame_with_repeated_column_names_is_scrubbed_column_by_column() -> None:
+    frame = pd.DataFrame([[EMAIL, "plain"]], columns=["note", "note"])
+    cleaned = scrubbed(frame)
+    assert cleaned.iloc[0].tolist() == ["write to [EMAIL]", "plain"]

@@ -346,13 +346,24 @@ def scrubbed(value: Any) -> Any:
             return value
         return np.asarray(redact_value(value.tolist()), dtype=object)
     if isinstance(value, pd.DataFrame):
-        texts = [c for c in value.columns if value[c].dtype == object
-                 or pd.api.types.is_string_dtype(value[c])]
-        if not texts:
+        # Once per record of a frame model: columns are told by their dtypes (a Series per
+        # column costs a hundred times more), and the frame is copied only when some text
+        # actually held something to redact.
+        changed: dict[int, list[Any]] = {}
+        unique = value.columns.is_unique
+        for position, (name, dtype) in enumerate(value.dtypes.items()):
+            if (getattr(dtype, "kind", "O") in "biufcmM"
+                    or not pd.api.types.is_string_dtype(dtype)):  # object columns are, too
+                continue
+            values = (value[name] if unique else value.iloc[:, position]).tolist()
+            redacted = [redact_text(v) if isinstance(v, str) else v for v in values]
+            if redacted != values:
+                changed[position] = redacted
+        if not changed:
             return value
         value = value.copy()
-        for column in texts:
-            value[column] = [redact_text(v) if isinstance(v, str) else v for v in value[column]]
+        for position, redacted in changed.items():
+            value.isetitem(position, redacted)
         return value
     if isinstance(value, Mapping):
         if all(type(v) is np.ndarray and v.dtype.kind in "biufc" for v in value.values()):
