@@ -21,6 +21,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
+from shipyard.monitoring.monitor import scrubbed
 from shipyard.monitoring.records import (
     ROWS_PER_CHUNK,
     Answered,
@@ -559,3 +560,24 @@ def test_an_answered_hand_off_for_an_invalid_deployment_name_is_rejected(
                                scrub=lambda value: value, scrub_inputs=False))
     assert w.close(10)
     assert w.stats.rejected == 3 and w.stats.written == 0
+
+
+def test_a_scrubbed_frame_is_stored_as_the_frame_would_be(store: RecordStore) -> None:
+    """The monitor's scrub hands a frame with PII over as its rows: stored exactly as the
+    frame would be, but for the redacted text."""
+    frame = pd.DataFrame({"x": [1.5, float("nan")], "n": np.array([3, 4], dtype=np.int64),
+                          "note": ["write to jane.doe@example.com", "plain"], "flag": [True, False],
+                          "at": pd.to_datetime(["2026-01-01", "2026-01-02"])})
+    items = [SimpleNamespace(request_id=rid, time=1.7e9 + k, latency_ms=1.0, batch=batch,
+                             outputs={"label": np.array([0, 1])}, answered_by=None)
+             for k, (rid, batch) in enumerate((("a", frame), ("b", frame.assign(note="ok"))))]
+    writer = RecordWriter(store, RecordsConfig(), deployment="d", key=KEY, purge_every_s=None)
+    writer.submit_answered(Answered("d", "v", "m", "1", items, scrubbed, True))
+    assert writer.close(10) and writer.stats.written == 2
+    scrubbed_rows = store.get("d", "a").inputs  # type: ignore[union-attr]
+    plain_rows = store.get("d", "b").inputs  # type: ignore[union-attr]
+    assert scrubbed_rows[0]["note"] == "write to [EMAIL]" and plain_rows[0]["note"] == "ok"
+    for row in (*scrubbed_rows, *plain_rows):
+        row.pop("note")
+    assert scrubbed_rows == plain_rows
+    assert scrubbed_rows[1]["x"] is None and scrubbed_rows[0]["n"] == 3

@@ -335,7 +335,8 @@ TEXT_DTYPES = frozenset({"string", "category"})
 
 def scrubbed(value: Any) -> Any:
     """`value` with PII and secrets in its text replaced (numbers pass untouched, free):
-    the field policies (drop, hash, mask) apply on top, in the writer."""
+    the field policies (drop, hash, mask) apply on top, in the writer. A frame whose text
+    held something to redact comes back as its rows, a list of row dicts."""
     if type(value) is dict:  # a model's outputs, once per record: the common case first
         for item in value.values():
             if type(item) is not np.ndarray or item.dtype.kind not in "biufc":
@@ -346,25 +347,21 @@ def scrubbed(value: Any) -> Any:
             return value
         return np.asarray(redact_value(value.tolist()), dtype=object)
     if isinstance(value, pd.DataFrame):
-        # Once per record of a frame model: columns are told by their dtypes (a Series per
-        # column costs a hundred times more), and the frame is copied only when some text
-        # actually held something to redact.
-        changed: dict[int, list[Any]] = {}
-        unique = value.columns.is_unique
-        for position, (name, dtype) in enumerate(value.dtypes.items()):
-            if (getattr(dtype, "kind", "O") in "biufcmM"
-                    or not pd.api.types.is_string_dtype(dtype)):  # object columns are, too
-                continue
-            values = (value[name] if unique else value.iloc[:, position]).tolist()
-            redacted = [redact_text(v) if isinstance(v, str) else v for v in values]
-            if redacted != values:
-                changed[position] = redacted
+        # Once per record of a frame model, so no pandas work beyond one conversion: the
+        # frame as rows (what the writer would make of it), every string redacted. A frame
+        # with nothing to redact comes back as it is; one with something, as its row dicts.
+        rows = value.to_numpy(dtype=object).tolist()
+        changed = False
+        for row in rows:
+            for index, item in enumerate(row):
+                if isinstance(item, str):
+                    redacted = redact_text(item)
+                    if redacted is not item:
+                        row[index], changed = redacted, True
         if not changed:
             return value
-        value = value.copy()
-        for position, redacted in changed.items():
-            value.isetitem(position, redacted)
-        return value
+        names = [name if type(name) is str else str(name) for name in value.columns.tolist()]
+        return [dict(zip(names, row, strict=True)) for row in rows]
     if isinstance(value, Mapping):
         if all(type(v) is np.ndarray and v.dtype.kind in "biufc" for v in value.values()):
             return value  # numbers only (a classifier's label and probabilities): as is

@@ -137,6 +137,8 @@ def raw_rows(batch: Any) -> list[dict[str, Any]]:
                 for row in batch.to_numpy(dtype=object).tolist()]
     if isinstance(batch, list) and all(type(item) is str for item in batch):
         return [{TEXT_FIELD: item} for item in batch]
+    if isinstance(batch, list) and all(type(item) is dict for item in batch):
+        return batch  # row dicts already (a scrubbed frame's rows): orjson takes them as is
     return rows_of(batch)
 
 
