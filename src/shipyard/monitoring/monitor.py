@@ -38,7 +38,7 @@ from shipyard.monitoring.drift import DriftReport, drift_report
 from shipyard.monitoring.feedback import Feedback, ImportReport, import_feedback, submit_feedback
 from shipyard.monitoring.metrics import ServiceMetrics, VariantMetrics
 from shipyard.monitoring.performance import cell_figures, performance
-from shipyard.monitoring.records import Answered, RecordWriter
+from shipyard.monitoring.records import Answered, RecordWriter, raw_rows
 from shipyard.monitoring.recordstore import RecordStore
 from shipyard.monitoring.sketch import ReferenceBins, WindowSketch, sketch_columns
 from shipyard.monitoring.traffic import Traffic
@@ -348,20 +348,17 @@ def scrubbed(value: Any) -> Any:
         return np.asarray(redact_value(value.tolist()), dtype=object)
     if isinstance(value, pd.DataFrame):
         # Once per record of a frame model, so no pandas work beyond one conversion: the
-        # frame as rows (what the writer would make of it), every string redacted. A frame
-        # with nothing to redact comes back as it is; one with something, as its row dicts.
-        rows = value.to_numpy(dtype=object).tolist()
+        # frame's rows as the writer makes them (`raw_rows`), every string redacted. A frame
+        # with nothing to redact comes back as it is; one with something, as those rows.
+        rows = raw_rows(value)
         changed = False
         for row in rows:
-            for index, item in enumerate(row):
+            for name, item in row.items():
                 if isinstance(item, str):
                     redacted = redact_text(item)
                     if redacted is not item:
-                        row[index], changed = redacted, True
-        if not changed:
-            return value
-        names = [name if type(name) is str else str(name) for name in value.columns.tolist()]
-        return [dict(zip(names, row, strict=True)) for row in rows]
+                        row[name], changed = redacted, True
+        return rows if changed else value
     if isinstance(value, Mapping):
         if all(type(v) is np.ndarray and v.dtype.kind in "biufc" for v in value.values()):
             return value  # numbers only (a classifier's label and probabilities): as is

@@ -32,7 +32,7 @@ import random
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -458,15 +458,14 @@ class RecordWriter:
         outputs = [self._outputs(scrub(item.outputs)) for item in items]
         chunk = len(items)
         answered_by = [item.answered_by for item in items]
-        if any(answered_by):
+        variants: Iterable[str] = repeat(variant, chunk)
+        versions: Iterable[str] = repeat(version, chunk)
+        if any(answered_by):  # a fallback answered some: their variant and version are its
             variants = [by[0] if by else variant for by in answered_by]
             versions = [by[1] if by else version for by in answered_by]
-            return list(zip(repeat(deployment, chunk), ids, times.tolist(), variants,
-                            repeat(answered.model, chunk), versions, latency_list, counts,
-                            inputs, outputs, strict=True))
-        return list(zip(repeat(deployment, chunk), ids, times.tolist(), repeat(variant, chunk),
-                        repeat(answered.model, chunk), repeat(version, chunk), latency_list,
-                        counts, inputs, outputs, strict=True))
+        return list(zip(repeat(deployment, chunk), ids, times.tolist(), variants,
+                        repeat(answered.model, chunk), versions, latency_list, counts, inputs,
+                        outputs, strict=True))
 
     def _item_row(self, answered: Answered, item: Any) -> RecordRow | None:
         """One answered request's row, or None (counted, logged) when it cannot be one."""
