@@ -18,7 +18,14 @@ tenants) falls on every server alike. Throughput and server CPU time per request
 stime of the server's process tree from /proc) count every round; latency percentiles are the
 median round's; non-2xx answers and socket errors are flagged when not 0. Then the memory
 (RSS and PSS) of each process tree.
-A target is judged on the median of the rounds' own ratios.
+Then the paired slices: the servers of the tightest targets (floor, shipyard,
+shipyard+batching, and LitServe, the closest peer) alone, at each concurrency, take turns in
+--pair-slices slices of --pair-slice-s seconds each, the order reversing from slice to slice,
+so that the two sides of a ratio are measured within a few seconds of each other, many times:
+on a host whose speed swings by tens of percent within seconds, a round's points 5 to 10 s
+apart can pair a fast moment with a slow one, and five of them rarely cancel that out.
+A target is judged on the median of the paired slices' own ratios where both servers took
+part in them, else on the median of the rounds' own ratios.
 
 Prints a table and writes bench/serving/results.md and results.json, with the throughput of
 every server relative to the raw-ASGI floor measured in the same run and shipyard's targets:
@@ -313,6 +320,40 @@ def _start(name: str, ctx: Context, plans: dict[str, tuple[bytes, Path]],
         return None
 
 
+PAIRED = ("floor", "shipyard", "shipyard+batching", "litserve")
+
+
+def measure_slices(started: dict[str, tuple[Running, Path]],
+                   results: dict[str, dict[str, Any]], args: argparse.Namespace) -> None:
+    """The paired slices (see the module's docstring): results[name]["slices"][c] is a list of
+    points, the i-th of every server taken within one turn."""
+    names = [n for n in PAIRED if n in started]
+    if args.pair_slices <= 0 or len(names) < 2:
+        return
+    print(f"paired slices ({', '.join(names)}):", flush=True)
+    for c in args.concurrency:
+        for name in names:  # the connections and the server's caches warm again
+            running, script = started[name]
+            run_wrk(running.port, script, c, 1.0)
+        slices: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
+        for index in range(args.pair_slices):
+            for name in names if index % 2 == 0 else names[::-1]:
+                running, script = started[name]
+                before = running.tree.cpu_seconds()
+                slices[name].append(point(run_wrk(running.port, script, c, args.pair_slice_s),
+                                          running.tree.cpu_seconds() - before))
+        for name in names:
+            results[name].setdefault("slices", {})[str(c)] = slices[name]
+        said = []
+        for name in names:
+            said.append(f"{name} {statistics.median(p['rps'] for p in slices[name]):.0f} req/s")
+            if name != "floor" and "floor" in slices:
+                pairs = zip(slices[name], slices["floor"], strict=True)
+                ratio = statistics.median(p["rps"] / f["rps"] for p, f in pairs if f["rps"])
+                said[-1] += f" ({ratio:.2f}x floor)"
+        print(f"  c={c}: " + ", ".join(said), flush=True)
+
+
 def combine(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     """One concurrency level over all rounds: throughput and CPU over every request measured,
     latency percentiles as the median round's, noise as the worst round's."""
@@ -477,22 +518,29 @@ def targets(results: dict[str, dict[str, Any]], levels: list[int]) -> list[dict[
 
     found: list[dict[str, Any]] = []
 
-    def add(what: str, per_round: list[float] | None, limit: float, at_least: bool,
-            used: tuple[tuple[str, str], ...] = ()) -> None:
-        # The median of the rounds' own ratios: each pairs measurements minutes apart at most.
-        value = statistics.median(per_round) if per_round else None
+    def add(what: str, per_round: tuple[list[float], str] | list[float] | None, limit: float,
+            at_least: bool, used: tuple[tuple[str, str], ...] = ()) -> None:
+        # The median of the pairs' own ratios: paired slices seconds apart where there are
+        # some, else the rounds' points.
+        ratios, source = per_round if isinstance(per_round, tuple) else (per_round, "rounds")
+        value = statistics.median(ratios) if ratios else None
         met = None if value is None else (value >= limit if at_least else value <= limit)
-        noisy = [f"{n} c={c}" for n, c in used
-                 if (pts(n) or {}).get(c, {}).get("server_core_others_pct", 0) > NOISY_PCT]
-        found.append({"target": what, "value": value, "rounds": per_round or [],
+        noisy = [f"{n} c={c}" for n, c in used if source == "rounds"
+                 and (pts(n) or {}).get(c, {}).get("server_core_others_pct", 0) > NOISY_PCT]
+        found.append({"target": what, "value": value, "rounds": ratios or [], "source": source,
                       "limit": limit, "at_least": at_least, "met": met, "noisy": noisy})
 
-    def paired(a: str, b: str, c: str, key: str = "rps") -> list[float] | None:
-        first, second = pts(a), pts(b)
-        if not first or not second or c not in first or c not in second:
-            return None
-        pairs = zip(first[c]["rounds"], second[c]["rounds"], strict=False)
-        return [x[key] / y[key] for x, y in pairs if y[key]]
+    def paired(a: str, b: str, c: str, key: str = "rps") -> tuple[list[float], str] | None:
+        sliced = [results.get(n, {}).get("slices", {}).get(c) for n in (a, b)]
+        if sliced[0] and sliced[1]:
+            pairs, source = zip(sliced[0], sliced[1], strict=True), "slices"
+        else:
+            first, second = pts(a), pts(b)
+            if not first or not second or c not in first or c not in second:
+                return None
+            pairs = zip(first[c]["rounds"], second[c]["rounds"], strict=False)
+            source = "rounds"
+        return [x[key] / y[key] for x, y in pairs if y[key]], source
 
     for c in map(str, levels):
         add(f"shipyard / floor throughput, c={c}", paired("shipyard", "floor", c),
@@ -546,14 +594,19 @@ def report(results: dict[str, dict[str, Any]], levels: list[int], info: dict[str
             f"{', '.join(f'{s:.2f}' for s in res['cold_starts_s'])} | {fmt(res['rss_mib'])} | "
             f"{fmt(res['pss_mib'])} | {res['processes']} | {vers} |")
     found = targets(results, levels)
-    lines += ["", "| shipyard target | value (median of rounds) | each round | limit | met |",
-              "|---|---:|---|---:|---|"]
+    lines += ["", "| shipyard target | value (median of paired ratios) | from | each pair "
+              "(slices: quartiles) | limit | met |", "|---|---:|---|---|---:|---|"]
     for t in found:
         met = {None: "not measured", True: "yes", False: "**NO**"}[t["met"]]
         if t["noisy"] and t["met"] is not None:
             met += f" (noisy: {', '.join(t['noisy'])})"
         each = ", ".join(f"{r:.2f}" for r in t["rounds"]) if len(t["rounds"]) > 1 else ""
-        lines.append(f"| {t['target']} | {fmt(t['value'], 2)} | {each} | "
+        source = t.get("source", "rounds")
+        if source == "slices" and len(t["rounds"]) >= 4:
+            low, _, high = statistics.quantiles(t["rounds"], n=4)
+            each = f"{low:.2f} - {high:.2f}"
+        origin = f"{len(t['rounds'])} {source}" if len(t["rounds"]) > 1 else ""
+        lines.append(f"| {t['target']} | {fmt(t['value'], 2)} | {origin} | {each} | "
                      f"{'>=' if t['at_least'] else '<='} {t['limit']} | {met} |")
     same_venv = results.get("floor@shipyard-venv", {}).get("cold_start_s")
     cold_s = results.get("shipyard", {}).get("cold_start_s")
@@ -572,7 +625,9 @@ def report(results: dict[str, dict[str, Any]], levels: list[int], info: dict[str
         f"the start, {info['loadavg_end']:.2f} at the end: other work on the machine during "
         "the run shows up as noise.", "",
         f"Each server pinned to core {SERVER_CORE}, wrk (`-t1 -cN`) and this harness on core "
-        f"{LOAD_CORE}; {args.warmup:g} s warm-up then {args.duration:g} s per concurrency; "
+        f"{LOAD_CORE}; {args.warmup:g} s warm-up then {args.duration:g} s per concurrency "
+        f"in each of {args.rounds} rounds, then {args.pair_slices} paired slices of "
+        f"{args.pair_slice_s:g} s per concurrency for {', '.join(PAIRED)}; "
         "single-row JSON requests (30 floats) against a StandardScaler + LogisticRegression "
         "pipeline; every answer's label and probabilities checked against the model's. "
         "Server CPU is utime + stime of the server's whole process tree over the measured "
@@ -616,6 +671,11 @@ def main() -> int:
     parser.add_argument("--quiet-wait", type=float, default=30.0,
                         help="seconds to wait, at most, for the server core to be quiet "
                              "before each point and start")
+    parser.add_argument("--pair-slices", type=int, default=20,
+                        help=f"paired slices per concurrency for {', '.join(PAIRED)} "
+                             "(0: none; targets then come from the rounds)")
+    parser.add_argument("--pair-slice-s", type=float, default=1.0,
+                        help="seconds per paired slice (whole seconds: wrk's -d)")
     parser.add_argument("--concurrency", default="1,8,64")
     parser.add_argument("--peers", default=",".join(SERVERS),
                         help=f"comma-separated, from: {', '.join(SERVERS)}")
@@ -664,6 +724,7 @@ def main() -> int:
         started = start_all([n for n in names if "error" not in results[n]], ctx, reference,
                             args, logs, results)
         measure_rounds(started, results, reference, ctx, args)
+        measure_slices(started, results, args)
     finally:
         for running, _ in started.values():
             running.stop()
