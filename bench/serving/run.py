@@ -63,7 +63,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from load import ProcessTree, WrkResult, core_busy_seconds, run_wrk, write_script
 from model import MODEL_FILE, save
-from servers import HERE, MAIN_VENV, SERVERS, Context, Server
+from servers import DEFAULT_SERVERS, HERE, MAIN_VENV, SERVERS, Context, Server
 
 # Outside the repository, so peer virtual environments are never committed.
 DEFAULT_PEERS_DIR = Path(__file__).resolve().parents[3] / "peers"
@@ -327,7 +327,7 @@ def measure_slices(started: dict[str, tuple[Running, Path]],
                    results: dict[str, dict[str, Any]], args: argparse.Namespace) -> None:
     """The paired slices (see the module's docstring): results[name]["slices"][c] is a list of
     points, the i-th of every server taken within one turn."""
-    names = [n for n in PAIRED if n in started]
+    names = [n for n in args.paired.split(",") if n in started]
     if args.pair_slices <= 0 or len(names) < 2:
         return
     print(f"paired slices ({', '.join(names)}):", flush=True)
@@ -563,6 +563,31 @@ def targets(results: dict[str, dict[str, Any]], levels: list[int]) -> list[dict[
     return found
 
 
+def slices_table(results: dict[str, dict[str, Any]], levels: list[int],
+                 args: argparse.Namespace) -> list[str]:
+    """The paired slices: medians, and each server's slice-by-slice ratio to the first."""
+    names = [n for n in args.paired.split(",") if results.get(n, {}).get("slices")]
+    if len(names) < 2:
+        return []
+    first = names[0]
+    lines = ["", f"Paired slices ({args.pair_slices} per concurrency, {args.pair_slice_s:g} s "
+             "each, the servers taking turns):", "",
+             f"| server | c | req/s (median) | vs {first}, paired (median) | quartiles | "
+             "server CPU us/req (median) |", "|---|---:|---:|---:|---|---:|"]
+    for name in names:
+        for c in map(str, levels):
+            mine, theirs = results[name]["slices"].get(c), results[first]["slices"].get(c)
+            if not mine or not theirs:
+                continue
+            ratios = [a["rps"] / b["rps"] for a, b in zip(mine, theirs, strict=True) if b["rps"]]
+            low, _, high = statistics.quantiles(ratios, n=4) if len(ratios) >= 2 else (0, 0, 0)
+            cpu = [p["cpu_us_per_req"] for p in mine if p["cpu_us_per_req"]]
+            lines.append(f"| {name} | {c} | {fmt(statistics.median(p['rps'] for p in mine))} | "
+                         f"{statistics.median(ratios):.2f}x | {low:.2f} - {high:.2f} | "
+                         f"{fmt(statistics.median(cpu) if cpu else None)} |")
+    return lines
+
+
 def report(results: dict[str, dict[str, Any]], levels: list[int], info: dict[str, Any],
            args: argparse.Namespace) -> tuple[str, list[dict[str, Any]]]:
     rel = ratios(results, levels)
@@ -582,6 +607,7 @@ def report(results: dict[str, dict[str, Any]], levels: list[int], info: dict[str
                 f"{fmt(p['server_core_others_pct'])}"
                 f"{' **noisy**' if p['server_core_others_pct'] > NOISY_PCT else ''} | "
                 f"{'**FLAG** ' if bad else ''}{p['non_2xx']} / {p['errors']} |")
+    lines += slices_table(results, levels, args)
     lines += ["", "| server | cold start s (median) | cold starts s | RSS MiB | PSS MiB | "
               "processes | versions |", "|---|---:|---|---:|---:|---:|---|"]
     for name, res in results.items():
@@ -627,7 +653,7 @@ def report(results: dict[str, dict[str, Any]], levels: list[int], info: dict[str
         f"Each server pinned to core {SERVER_CORE}, wrk (`-t1 -cN`) and this harness on core "
         f"{LOAD_CORE}; {args.warmup:g} s warm-up then {args.duration:g} s per concurrency "
         f"in each of {args.rounds} rounds, then {args.pair_slices} paired slices of "
-        f"{args.pair_slice_s:g} s per concurrency for {', '.join(PAIRED)}; "
+        f"{args.pair_slice_s:g} s per concurrency for {args.paired.replace(',', ', ')}; "
         "single-row JSON requests (30 floats) against a StandardScaler + LogisticRegression "
         "pipeline; every answer's label and probabilities checked against the model's. "
         "Server CPU is utime + stime of the server's whole process tree over the measured "
@@ -674,10 +700,13 @@ def main() -> int:
     parser.add_argument("--pair-slices", type=int, default=20,
                         help=f"paired slices per concurrency for {', '.join(PAIRED)} "
                              "(0: none; targets then come from the rounds)")
+    parser.add_argument("--paired", default=",".join(PAIRED),
+                        help="the servers of the paired slices, the first being the one "
+                             "printed ratios are against")
     parser.add_argument("--pair-slice-s", type=float, default=1.0,
                         help="seconds per paired slice (whole seconds: wrk's -d)")
     parser.add_argument("--concurrency", default="1,8,64")
-    parser.add_argument("--peers", default=",".join(SERVERS),
+    parser.add_argument("--peers", default=",".join(DEFAULT_SERVERS),
                         help=f"comma-separated, from: {', '.join(SERVERS)}")
     parser.add_argument("--peers-dir", default=os.environ.get("PEERS_DIR", str(DEFAULT_PEERS_DIR)))
     parser.add_argument("--no-setup", action="store_true",

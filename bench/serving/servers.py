@@ -192,4 +192,14 @@ SERVERS: dict[str, Server] = {s.name: s for s in [
     Server("shipyard+batching", "main", "shipyard", shipyard_command(64),
            "/v1/deployments/bench/predict", shipyard_body, prepare=shipyard_prepare(64),
            note="`shipyard serve`, deploy --max-batch 64 (adaptive batching)"),
+    Server("lean-http", "floor", "httptools",
+           lambda c, p: python(c, "floor", "lean_http.py", p), "/", rows_body,
+           note="diagnostic, not a peer (not run by default): the floor's handler on a "
+                "hand-written httptools protocol, no ASGI, predict inline"),
+    Server("lean-http+thread", "floor", "httptools",
+           lambda c, p: [*python(c, "floor", "lean_http.py", p), "--thread"], "/", rows_body,
+           note="diagnostic, not a peer (not run by default): the same with predict on a "
+                "worker thread, handed over as shipyard's batcher does"),
 ]}
+# What --peers runs unless named: the diagnostics above that answer a one-off question are not.
+DEFAULT_SERVERS = [name for name in SERVERS if not name.startswith("lean-http")]
