@@ -3,6 +3,7 @@ about the sketch's share otherwise; every request is counted either way."""
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 from typing import Any
@@ -69,8 +70,9 @@ def test_under_load_about_the_sketch_share_is_kept_and_every_request_counted(
     assert sketched == SKETCH_PER_FLUSH
 
     _send(monitor, context, BURST, first=BURST)
-    # Binomial(10,000, 0.25): 2,500 +- 43; these bounds are 11 standard deviations wide.
-    assert 2_000 < _kept(monitor) < 3_000
+    # Binomial(BURST, share): these bounds are 11 standard deviations wide.
+    spread = 11 * math.sqrt(BURST * share * (1 - share))
+    assert BURST * share - spread < _kept(monitor) < BURST * share + spread
     monitor.flush()
     assert variant.window(variant.buckets[-1][0] + 1).rows == 2 * SKETCH_PER_FLUSH
     # Counted whether kept or not: traffic and the Prometheus counter see all 20,000.
