@@ -323,6 +323,12 @@ def _start(name: str, ctx: Context, plans: dict[str, tuple[bytes, Path]],
 PAIRED = ("floor", "shipyard", "shipyard+batching", "litserve")
 
 
+def pair_ratios(first: list[dict[str, Any]], second: list[dict[str, Any]],
+                key: str = "rps") -> list[float]:
+    """Each pair's own ratio, first over second (points taken together: a slice or a round)."""
+    return [a[key] / b[key] for a, b in zip(first, second, strict=False) if b[key]]
+
+
 def measure_slices(started: dict[str, tuple[Running, Path]],
                    results: dict[str, dict[str, Any]], args: argparse.Namespace) -> None:
     """The paired slices (see the module's docstring): results[name]["slices"][c] is a list of
@@ -348,8 +354,7 @@ def measure_slices(started: dict[str, tuple[Running, Path]],
         for name in names:
             said.append(f"{name} {statistics.median(p['rps'] for p in slices[name]):.0f} req/s")
             if name != "floor" and "floor" in slices:
-                pairs = zip(slices[name], slices["floor"], strict=True)
-                ratio = statistics.median(p["rps"] / f["rps"] for p, f in pairs if f["rps"])
+                ratio = statistics.median(pair_ratios(slices[name], slices["floor"]))
                 said[-1] += f" ({ratio:.2f}x floor)"
         print(f"  c={c}: " + ", ".join(said), flush=True)
 
@@ -518,11 +523,11 @@ def targets(results: dict[str, dict[str, Any]], levels: list[int]) -> list[dict[
 
     found: list[dict[str, Any]] = []
 
-    def add(what: str, per_round: tuple[list[float], str] | list[float] | None, limit: float,
+    def add(what: str, measured: tuple[list[float], str] | None, limit: float,
             at_least: bool, used: tuple[tuple[str, str], ...] = ()) -> None:
         # The median of the pairs' own ratios: paired slices seconds apart where there are
         # some, else the rounds' points.
-        ratios, source = per_round if isinstance(per_round, tuple) else (per_round, "rounds")
+        ratios, source = measured or ([], "rounds")
         value = statistics.median(ratios) if ratios else None
         met = None if value is None else (value >= limit if at_least else value <= limit)
         noisy = [f"{n} c={c}" for n, c in used if source == "rounds"
@@ -533,14 +538,11 @@ def targets(results: dict[str, dict[str, Any]], levels: list[int]) -> list[dict[
     def paired(a: str, b: str, c: str, key: str = "rps") -> tuple[list[float], str] | None:
         sliced = [results.get(n, {}).get("slices", {}).get(c) for n in (a, b)]
         if sliced[0] and sliced[1]:
-            pairs, source = zip(sliced[0], sliced[1], strict=True), "slices"
-        else:
-            first, second = pts(a), pts(b)
-            if not first or not second or c not in first or c not in second:
-                return None
-            pairs = zip(first[c]["rounds"], second[c]["rounds"], strict=False)
-            source = "rounds"
-        return [x[key] / y[key] for x, y in pairs if y[key]], source
+            return pair_ratios(sliced[0], sliced[1], key), "slices"
+        first, second = pts(a), pts(b)
+        if not first or not second or c not in first or c not in second:
+            return None
+        return pair_ratios(first[c]["rounds"], second[c]["rounds"], key), "rounds"
 
     for c in map(str, levels):
         add(f"shipyard / floor throughput, c={c}", paired("shipyard", "floor", c),
@@ -558,8 +560,8 @@ def targets(results: dict[str, dict[str, Any]], levels: list[int]) -> list[dict[
         (("shipyard+batching", "1"), ("shipyard", "1")))
     cold_f = results.get("floor", {}).get("cold_start_s")
     cold_s = results.get("shipyard", {}).get("cold_start_s")
-    add("shipyard / floor cold start", [cold_s / cold_f] if cold_s and cold_f else None,
-        COLD_RATIO_MAX, False)
+    add("shipyard / floor cold start", ([cold_s / cold_f], "starts") if cold_s and cold_f
+        else None, COLD_RATIO_MAX, False)
     return found
 
 
@@ -579,7 +581,7 @@ def slices_table(results: dict[str, dict[str, Any]], levels: list[int],
             mine, theirs = results[name]["slices"].get(c), results[first]["slices"].get(c)
             if not mine or not theirs:
                 continue
-            ratios = [a["rps"] / b["rps"] for a, b in zip(mine, theirs, strict=True) if b["rps"]]
+            ratios = pair_ratios(mine, theirs)
             low, _, high = statistics.quantiles(ratios, n=4) if len(ratios) >= 2 else (0, 0, 0)
             cpu = [p["cpu_us_per_req"] for p in mine if p["cpu_us_per_req"]]
             lines.append(f"| {name} | {c} | {fmt(statistics.median(p['rps'] for p in mine))} | "
@@ -698,7 +700,7 @@ def main() -> int:
                         help="seconds to wait, at most, for the server core to be quiet "
                              "before each point and start")
     parser.add_argument("--pair-slices", type=int, default=20,
-                        help=f"paired slices per concurrency for {', '.join(PAIRED)} "
+                        help="paired slices per concurrency for the --paired servers "
                              "(0: none; targets then come from the rounds)")
     parser.add_argument("--paired", default=",".join(PAIRED),
                         help="the servers of the paired slices, the first being the one "

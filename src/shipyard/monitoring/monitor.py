@@ -55,9 +55,9 @@ FEEDBACK_FIELDS = frozenset({"request_id", "label", "thumbs", "score", "comment"
 PERF_EVERY_S = 10.0
 FLUSH_S = 1.0
 # Requests sketched per variant per flush, at most: 500 a second is 150,000 rows in a 5-minute
-# window, plenty for drift, and each request kept for the flush costs the event loop about
-# 3 us more (its batch and outputs held a second are memory the allocator cannot reuse hot:
-# at 2,000, monitoring cost the loop +10 us a request at c=64, at 100 +1.7).
+# window, plenty for drift. Requests kept for the flush hold their batch and outputs a second,
+# memory the allocator cannot reuse while hot: keeping 2,000 a second, monitoring cost the
+# event loop +10 us a request at c=64; keeping 100, +1.7.
 SKETCH_PER_FLUSH = 500
 KEEP_MARGIN = 1.25
 ALERT_EVERY_S = 5.0
