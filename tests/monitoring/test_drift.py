@@ -18,6 +18,7 @@ from shipyard.bundle.manifest import Profile
 from shipyard.bundle.profile import categorical_profile, numeric_profile
 from shipyard.errors import ConflictError
 from shipyard.monitoring.drift import (
+    EXACT_KS_UNDER,
     _chi2_sf,
     chi_squared,
     cramers_v,
@@ -25,6 +26,7 @@ from shipyard.monitoring.drift import (
     drift_report,
     js_distance,
     ks_binned,
+    ks_sf,
     merge_sparse,
     noise_bounds,
     psi,
@@ -115,6 +117,34 @@ def test_merge_sparse_pools_rare_bins_and_keeps_dense_ones() -> None:
     cat_ref, _ = merge_sparse(np.array([3, 900, 1, 800, 2]), np.array([1, 950, 0, 700, 4]),
                               ordered=False)
     assert sorted(cat_ref.tolist()) == [6, 800, 900]  # the three rare categories pool
+
+
+def test_merge_sparse_ignores_bins_empty_on_both_sides() -> None:
+    # Empty bins change no group's sums, wherever they sit: with or without them, the same.
+    ref, live = np.array([1, 2, 500, 400, 1, 3]), np.array([0, 3, 480, 420, 2, 1])
+    padded_ref = np.array([0, 1, 0, 2, 500, 0, 400, 1, 3, 0])
+    padded_live = np.array([0, 0, 0, 3, 480, 0, 420, 2, 1, 0])
+    for ordered in (True, False):
+        expected = merge_sparse(ref, live, ordered=ordered)
+        got = merge_sparse(padded_ref, padded_live, ordered=ordered)
+        np.testing.assert_array_equal(got[0], expected[0])
+        np.testing.assert_array_equal(got[1], expected[1])
+
+
+@pytest.mark.parametrize("en", [EXACT_KS_UNDER, 500, 3_000, 30_000, 150_000])
+def test_ks_p_value_is_close_to_the_exact_distribution(en: int) -> None:
+    for d in np.geomspace(1e-4, 0.6, 300):
+        exact = float(stats.kstwo.sf(d, en))
+        got = ks_sf(d, en)
+        assert abs(got - exact) < 0.008
+        if 1e-12 < exact < 0.05:
+            assert got == pytest.approx(exact, rel=0.06)
+
+
+def test_ks_p_value_of_small_samples_is_exact() -> None:
+    for en in (1, 10, 120.4, EXACT_KS_UNDER - 1):
+        for d in (0.01, 0.1, 0.3):
+            assert ks_sf(d, en) == stats.kstwo.sf(d, max(1, round(en)))
 
 
 @settings(max_examples=80, deadline=None)

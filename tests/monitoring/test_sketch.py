@@ -21,6 +21,7 @@ from shipyard.monitoring.sketch import (
     ReferenceBins,
     WindowSketch,
     confidence_columns,
+    merge_all,
     sketch_columns,
 )
 
@@ -169,6 +170,31 @@ def test_merge_equals_one_sketch_of_everything(bins: ReferenceBins) -> None:
     assert merged.rows == 7_000 and (merged.start, merged.end) == (0, 120)
     assert merged.kll["x"].n == 7_000
     assert left.rows == 3_000  # inputs unchanged
+
+
+def test_merging_many_buckets_at_once_equals_one_sketch_of_everything(
+    bins: ReferenceBins,
+) -> None:
+    parts = [RNG.normal(10 + i / 10, 2, 500) for i in range(60)]
+    buckets = []
+    for i, values in enumerate(parts):
+        bucket = WindowSketch(bins, start=5.0 * i, end=5.0 * (i + 1))
+        bucket.update({"x": values, "colour": np.array(["rot", "青"] * 5, dtype=object)})
+        buckets.append(bucket)
+    whole = WindowSketch(bins)
+    whole.update({"x": np.concatenate(parts)})
+    merged = merge_all(buckets)
+    np.testing.assert_array_equal(merged.counts["x"], whole.counts["x"])
+    assert merged.counts["colour"].sum() == 600
+    assert merged.rows == 30_000 and (merged.start, merged.end) == (0.0, 300.0)
+    assert merged.kll["x"].n == 30_000
+    assert merged.quantiles("x", [0.5]) == pytest.approx(whole.quantiles("x", [0.5]), rel=0.02)
+    # Counts only: the same counts, no quantiles; a window given its own span keeps it.
+    counted = merge_all(buckets, start=10.0, end=20.0, quantiles=False)
+    np.testing.assert_array_equal(counted.counts["x"], whole.counts["x"])
+    assert counted.kll == {} and counted.quantiles("x", [0.5]) is None
+    assert (counted.start, counted.end) == (10.0, 20.0)
+    assert buckets[0].rows == 500 and buckets[0].kll["x"].n == 500  # inputs unchanged
 
 
 def test_json_round_trip_is_plain_json(bins: ReferenceBins) -> None:

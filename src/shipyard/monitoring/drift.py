@@ -40,6 +40,7 @@ from shipyard.routing import DriftConfig
 
 Status = Literal["ok", "drift", "insufficient_data"]
 SMOOTHING = 0.5  # pseudo-count per occupied bin: keeps PSI finite when a bin is empty on one side
+EXACT_KS_UNDER = 300  # effective sizes below which the KS p-value is computed exactly
 QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
 DECIDING = {"numeric": ("psi", "js", "ks"), "categorical": ("psi", "js", "cramers_v")}
 
@@ -120,7 +121,13 @@ def merge_sparse(
     total = ref.sum() + cur.sum()
     if total == 0:
         return ref, cur
+    # A bin empty on both sides adds nothing to any group's sums: dropping it changes no
+    # result, and at large sizes leaves every bin dense, so nothing is left to merge.
+    occupied = (ref > 0) | (cur > 0)
+    ref, cur = ref[occupied], cur[occupied]
     pooled = (ref + cur) * min(ref.sum(), cur.sum()) / total
+    if pooled.min() >= min_expected:
+        return ref, cur
     order = np.arange(ref.size) if ordered else np.argsort(-pooled, kind="stable")
     groups: list[list[int]] = []
     mass = min_expected  # so the first bin opens a group
@@ -339,8 +346,23 @@ def _statistics(
         d = ks_binned(ref_v, live_v)
         ks_bound = noise_bounds(1, m, m_ref, alpha)["ks"]
         en = m * m_ref / (m + m_ref)
-        found["ks"] = _effect(d, float(stats.kstwo.sf(d, max(1, round(en)))), config.ks, ks_bound)
+        found["ks"] = _effect(d, ks_sf(d, en), config.ks, ks_bound)
     return found
+
+
+def ks_sf(d: float, en: float) -> float:
+    """P(D > d) for the two-sample KS statistic with effective size `en` = n m / (n + m).
+
+    Below EXACT_KS_UNDER, scipy's exact `kstwo.sf(d, round(en))`; from there on, Kolmogorov's
+    limiting distribution with Stephens' (1970) small-sample correction: within 0.008 of the
+    exact value, and within 6% of it where it is under 0.05 (tested), for a thousandth of the
+    cost (the exact one takes ~0.2 ms a field at best, more as `en` grows). The p-value is
+    reported, never decisive: verdicts rest on effect sizes and noise bounds.
+    """
+    if en < EXACT_KS_UNDER:
+        return float(stats.kstwo.sf(d, max(1, round(en))))
+    root = math.sqrt(en)
+    return float(special.kolmogorov((root + 0.12 + 0.11 / root) * d))
 
 
 def _effect(value: float, p_value: float, threshold: float, bound: float) -> Statistic:

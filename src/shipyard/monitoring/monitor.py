@@ -40,7 +40,7 @@ from shipyard.monitoring.metrics import ServiceMetrics, VariantMetrics
 from shipyard.monitoring.performance import cell_figures, performance
 from shipyard.monitoring.records import Answered, RecordWriter, raw_rows
 from shipyard.monitoring.recordstore import RecordStore
-from shipyard.monitoring.sketch import ReferenceBins, WindowSketch, sketch_columns
+from shipyard.monitoring.sketch import ReferenceBins, WindowSketch, merge_all, sketch_columns
 from shipyard.monitoring.traffic import Traffic
 from shipyard.routing import MonitoringConfig
 from shipyard.runtimes.model import Model
@@ -214,16 +214,16 @@ class VariantMonitor:
                 self.buckets.popleft()
         return self.buckets[-1][1]
 
-    def window(self, now: float, seconds: float | None = None) -> WindowSketch | None:
-        """The merged sketch of the last `seconds` (default: the drift window)."""
+    def window(self, now: float, seconds: float | None = None, *,
+               quantiles: bool = True) -> WindowSketch | None:
+        """The merged sketch of the last `seconds` (default: the drift window); without
+        `quantiles`, counts only (merging the KLL sketches is most of a merge's cost)."""
         if self.reference is None:
             return None
         seconds = self.config.drift.window_s if seconds is None else seconds
-        merged = WindowSketch(self.reference, start=now - seconds, end=now)
-        for start, sketch in self.buckets:
-            if start > now - seconds - self.bucket_s:
-                merged = merged.merge(sketch)
-        return merged
+        parts = [sketch for start, sketch in self.buckets if start > now - seconds - self.bucket_s]
+        return merge_all([WindowSketch(self.reference, quantiles=False), *parts],
+                         start=now - seconds, end=now, quantiles=quantiles)
 
     def _batches(self) -> None:
         """Batch sizes and model CPU time since the last flush, from the batcher's stats."""
@@ -265,7 +265,7 @@ class VariantMonitor:
             # noise bounds use the rows actually sketched, so they stay honest.
             answered = random.sample(answered, SKETCH_PER_FLUSH)
         sketch = self._sketch_for(now)
-        if sketch is not None and answered:
+        if sketch is not None and answered :
             try:
                 # One vectorised update over everything since the last flush: per-request
                 # updates would cost a hundred times more.
@@ -294,14 +294,17 @@ class VariantMonitor:
         # A margin over the sketch's share, so that a flush still finds its fill to sample.
         return min(1.0, KEEP_MARGIN * SKETCH_PER_FLUSH / max(1, count))
 
-    def report(self, now: float, window_s: float | None = None) -> DriftReport | None:
-        window = self.window(now, window_s)
+    def report(self, now: float, window_s: float | None = None, *,
+               quantiles: bool = True) -> DriftReport | None:
+        window = self.window(now, window_s, quantiles=quantiles)
         if window is None or self.reference is None:
             return None
         return drift_report(self.reference, window, self.config.drift)
 
     def evaluate_drift(self, now: float) -> DriftReport | None:
-        self.drift = self.report(now)
+        # For alerts, the controller and the history: judged on counts; the live quantiles a
+        # person reads come with the reports the API makes on request.
+        self.drift = self.report(now, quantiles=False)
         self.last_drift = now
         if self.drift is None:
             return None

@@ -22,7 +22,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, Literal
@@ -230,23 +230,7 @@ class WindowSketch:
 
     def merge(self, other: WindowSketch) -> WindowSketch:
         """A new sketch of both windows (counts add, KLL sketches merge); inputs unchanged."""
-        if other.bins.fingerprint != self.bins.fingerprint:
-            raise ConflictError(
-                "Cannot merge sketches of different reference profiles.",
-                hint="Merge only windows of the same model version.",
-            )
-        merged = WindowSketch(self.bins, quantiles=False)
-        merged.start = _pick(min, self.start, other.start)
-        merged.end = _pick(max, self.end, other.end)
-        merged.rows = self.rows + other.rows
-        merged.counts = {k: self.counts[k] + other.counts[k] for k in self.counts}
-        for key in self.kll.keys() | other.kll.keys():
-            sketch = kll_doubles_sketch(KLL_K)
-            for part in (self.kll.get(key), other.kll.get(key)):
-                if part is not None:
-                    sketch.merge(part)
-            merged.kll[key] = sketch
-        return merged
+        return merge_all([self, other])
 
     def quantiles(self, key: str, ranks: Iterable[float]) -> dict[str, float] | None:
         """Live quantiles of a numeric key from its KLL sketch; None when it saw no value."""
@@ -310,9 +294,36 @@ class WindowSketch:
         return sketch
 
 
-def _pick(choose: Any, a: float | None, b: float | None) -> float | None:
-    values = [v for v in (a, b) if v is not None]
-    return choose(values) if values else None
+def merge_all(
+    sketches: Sequence[WindowSketch], *, start: float | None = None, end: float | None = None,
+    quantiles: bool = True,
+) -> WindowSketch:
+    """One sketch of all the windows (counts add, KLL sketches merge); inputs unchanged.
+
+    One KLL sketch per key, not one per key per part as merging pairwise makes; without
+    `quantiles`, counts only: the KLL merges are nearly all the cost (a 60-bucket window of
+    35 keys: ~2,000 merges, 10-20 ms). `start` and `end` default to the parts' span."""
+    first = sketches[0]
+    if any(s.bins.fingerprint != first.bins.fingerprint for s in sketches):
+        raise ConflictError(
+            "Cannot merge sketches of different reference profiles.",
+            hint="Merge only windows of the same model version.",
+        )
+    merged = WindowSketch(first.bins, quantiles=False)
+    starts = [s.start for s in sketches if s.start is not None]
+    ends = [s.end for s in sketches if s.end is not None]
+    merged.start = start if start is not None else (min(starts) if starts else None)
+    merged.end = end if end is not None else (max(ends) if ends else None)
+    merged.rows = sum(s.rows for s in sketches)
+    merged.counts = {k: np.sum([s.counts[k] for s in sketches], axis=0) for k in first.counts}
+    for key in {k for s in sketches for k in s.kll} if quantiles else ():
+        sketch = kll_doubles_sketch(KLL_K)
+        for part in sketches:
+            found = part.kll.get(key)
+            if found is not None and not found.is_empty():
+                sketch.merge(found)
+        merged.kll[key] = sketch
+    return merged
 
 
 # -- served batches to columns ------------------------------------------------------------------
