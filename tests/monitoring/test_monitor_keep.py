@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +52,7 @@ def _send(monitor: Monitor, context: dict[str, Any], n: int, first: int = 0) -> 
 
 def _kept(monitor: Monitor) -> int:
     (variant,) = monitor.variants.values()
-    return sum(1 for seen in variant.seen if seen.outputs is not None)
+    return sum(1 for seen in variant.seen if seen[4] is not None)
 
 
 def test_under_load_about_the_sketch_share_is_kept_and_every_request_counted(
@@ -112,7 +113,9 @@ def test_records_on_keep_every_request_for_its_record(
     _send(monitor, context, BURST)
     monitor.flush()
     (variant,) = monitor.variants.values()
-    assert variant.keep_share < 1.0  # what the sketches need; records keep all regardless
+    assert variant.keep_share == 1.0  # every request may be recorded
+    # The sketches still take their share only.
+    assert variant.window(variant.buckets[-1][0] + 1).rows == SKETCH_PER_FLUSH
     _send(monitor, context, BURST, first=BURST)
     assert _kept(monitor) == BURST
     monitor.close()  # drains the writer
@@ -133,11 +136,37 @@ def test_without_a_reference_nothing_is_kept_until_records_are_turned_on(
     assert variant.keep_share == 0.0
     _send(monitor, context, 10, first=10)
     assert _kept(monitor) == 0
-    # A revision that turns records on keeps every request from its first one, though the
-    # share a flush computed still says 0 (a flush racing the attach cannot lose records).
+    # A revision that turns records on keeps every request from its first one: the attach
+    # sets the share, and flushes set it under the same lock, so none can lower it after.
     on = MonitoringConfig.model_validate({"records": {"sample": 0.5}})
     monitor.attach("tumours", {"main": Served("main", model)}, on)
-    assert variant.keep_share == 0.0
+    assert variant.keep_share == 1.0
     _send(monitor, context, 10, first=20)
     assert _kept(monitor) == 10
+    _send(monitor, context, BURST, first=30)
+    monitor.flush()
+    assert variant.keep_share == 1.0
+    monitor.close()
+
+
+def test_errors_timeouts_and_fallbacks_keep_their_context_and_are_counted(
+    model: Model, mixed_data: tuple[pd.DataFrame, np.ndarray]
+) -> None:
+    monitor = _monitor(model)
+    (variant,) = monitor.variants.values()
+    variant.keep_share = 0.0  # as under heavy load with no reference: nothing else kept
+    context = _context(model, mixed_data[0].iloc[:1])
+    fell_back = {**context, "timeout": True, "fallback": True, "answered_by": ("fallback", "1")}
+    failed = {**context, "outputs": None, "error": "model_failure"}
+    _send(monitor, context, 5)
+    monitor.finish(fell_back, "req-slow", 200, 0.5)
+    monitor.finish(failed, "req-failed", 503, 0.01)
+    assert _kept(monitor) == 2
+    monitor.flush()
+    figures = variant.traffic.figures(time.time() + 1, 300.0)
+    assert figures["requests"] == 7
+    # One in seven each: the fallback timed out; the failure was an error.
+    assert figures["timeout_rate"] == figures["fallback_rate"] == figures["error_rate"] == 1 / 7
+    body, _ = monitor.render_metrics()
+    assert re.search(rb'shipyard_fallbacks_total\{[^}]*deployment="tumours"[^}]*\} 1\.0', body)
     monitor.close()
