@@ -3,6 +3,7 @@ about the sketch's share otherwise; every request is counted either way."""
 
 from __future__ import annotations
 
+import io
 import math
 import re
 import time
@@ -20,6 +21,7 @@ from shipyard.monitoring.recordstore import RecordStore
 from shipyard.registry.database import Database
 from shipyard.routing import MonitoringConfig
 from shipyard.runtimes.model import Model, load_bundle
+from shipyard.serving.accesslog import AccessLog
 
 BURST = 10_000
 
@@ -169,4 +171,24 @@ def test_errors_timeouts_and_fallbacks_keep_their_context_and_are_counted(
     assert figures["timeout_rate"] == figures["fallback_rate"] == figures["error_rate"] == 1 / 7
     body, _ = monitor.render_metrics()
     assert re.search(rb'shipyard_fallbacks_total\{[^}]*deployment="tumours"[^}]*\} 1\.0', body)
+    monitor.close()
+
+
+def test_a_flush_first_drains_what_is_queued_upstream(
+    model: Model, mixed_data: tuple[pd.DataFrame, np.ndarray]
+) -> None:
+    # As the server wires it: its access log's queue hands finished requests to the monitor.
+    log = AccessLog(io.StringIO(), enabled=False)
+    monitor = _monitor(model)
+    log.observe(lambda entries: monitor.finished(
+        (e[0], e[1], e[4], e[5] / 1000.0, e[-1]) for e in entries))
+    monitor.upstream = log.drain
+    context = _context(model, mixed_data[0].iloc[:1])
+    for i in range(25):
+        log.record(f"req-{i}", "POST", "/", 200, 1.0, "tumours", "main", model.version, 1,
+                   None, None, context)
+    monitor.flush()  # as the feedback route does: every request finished so far is counted
+    (variant,) = monitor.variants.values()
+    assert variant.traffic.figures(time.time() + 1, 300.0)["requests"] == 25
+    log.close()
     monitor.close()

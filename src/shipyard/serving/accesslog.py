@@ -1,19 +1,26 @@
-"""Structured JSON access log, written off the hot path.
+"""Structured JSON access log, written off the hot path, and the one hand-off of every finished
+request to whatever else watches requests (the monitor).
 
 A request only appends a small tuple to a queue; a background thread formats each entry as
-one JSON object per line. JSON encoding escapes newlines and control characters, so a value
-a caller sends (a request id, a path) can never forge a log line, and PII or secrets in those
-values are redacted before they are written.
+one JSON object per line and passes the entries, in bulk, to its observers. One hand-off per
+request serves both: on the server's thread each step runs with cold caches, and a second
+hand-off (the monitor's own, as it was) cost 7-9 us a request there.
+
+JSON encoding escapes newlines and control characters, so a value a caller sends (a request
+id, a path) can never forge a log line, and PII or secrets in those values are redacted
+before they are written.
 """
 
 from __future__ import annotations
 
 import functools
+import logging
 import queue
 import re
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import IO, Any
 
 import orjson
@@ -44,6 +51,11 @@ OWN_ID = re.compile(r"[a-p]{24}")
 # Paths repeat (one per route and deployment): remember their verdicts.
 _redacted = functools.lru_cache(maxsize=4096)(redact_text)
 FLUSH_S = 0.05
+log = logging.getLogger("shipyard.serving")
+
+
+# What an observer gets: entries as queued, (time, *FIELDS[1:], context), oldest first.
+Observer = Callable[[list[tuple[Any, ...]]], None]
 
 
 class AccessLog:
@@ -51,46 +63,77 @@ class AccessLog:
         self.enabled = enabled
         self.stream = stream or sys.stderr
         self._queue: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
+        self._observers: list[Observer] = []
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
+        self._draining = threading.Lock()
+        self._on = enabled
         if enabled:
-            self._thread = threading.Thread(
-                target=self._write, name="shipyard-access-log", daemon=True
-            )
-            self._thread.start()
+            self._start()
+
+    def _start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="shipyard-access-log", daemon=True)
+        self._thread.start()
+
+    def observe(self, observer: Observer) -> None:
+        """Hand every entry to `observer` too, in bulk, on the log's thread (or in `drain`),
+        whether or not the log itself is written."""
+        self._observers.append(observer)
+        self._on = True
+        if self._thread is None:
+            self._start()
 
     def record(self, *entry: Any) -> None:
-        """Queue one entry, in the order of FIELDS minus `time` (added here)."""
-        if self.enabled:
+        """Queue one entry, in the order of FIELDS minus `time` (added here), then the
+        request's context for the observers (None when there are none)."""
+        if self._on:
             self._queue.put((time.time(), *entry))
 
-    def _write(self) -> None:
+    def drain(self, pace: Callable[[], None] | None = None) -> None:
+        """Write and hand on everything queued so far, now, on the caller's thread (a caller
+        that needs every request finished so far seen by the observers calls this)."""
+        with self._draining:
+            entries = []
+            while True:
+                try:
+                    entries.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            if not entries:
+                return
+            for observer in self._observers:
+                try:
+                    observer(entries)
+                except Exception:  # an observer's bug must not stop the log
+                    log.exception("an access log observer failed")
+            if not self.enabled:
+                return
+            lines = []
+            for entry in entries:
+                lines.append(self._format(entry))
+                if pace is not None:
+                    pace()
+            try:
+                self.stream.write("".join(lines))
+                self.stream.flush()
+            except (OSError, ValueError):
+                pass  # a closed stream must not take the server down
+
+    def _run(self) -> None:
         # Wake on a timer, not per entry: a blocking get() would wake this thread (and hand it
         # the GIL) once per request, which costs the server more than the logging itself.
         pace = Pacer()
         while True:
             stop = self._stop.wait(FLUSH_S)
             pace.restart()
-            lines = []
-            while True:
-                try:
-                    entry = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                lines.append(self._format(entry))
-                pace()
-            if lines:
-                try:
-                    self.stream.write("".join(lines))
-                    self.stream.flush()
-                except (OSError, ValueError):
-                    pass  # a closed stream must not take the server down
+            self.drain(pace)
             if stop:
                 return
 
     @staticmethod
     def _format(entry: tuple[Any, ...]) -> str:
         data = {}
+        # zip stops at FIELDS' end: the context, last, is never logged.
         for key, value in zip(FIELDS, entry, strict=False):
             if value is None:
                 continue
@@ -108,3 +151,4 @@ class AccessLog:
             self._stop.set()
             self._thread.join(2.0)
             self._thread = None
+        self.drain()  # whatever a thread that timed out left

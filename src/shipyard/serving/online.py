@@ -96,6 +96,11 @@ class OnlineApp:
         self._controller: asyncio.Task[None] | None = None
         self.limits = limits or ServerLimits()
         self.access_log = access_log or AccessLog(enabled=False)
+        if monitor is not None:
+            # The access log's queue is the one hand-off of a finished request: its thread
+            # hands them to the monitor in bulk, and a monitor's flush drains it first.
+            self.access_log.observe(self._finished)
+            monitor.upstream = self.access_log.drain
         self.inflight = 0
         self.draining = False
         self._shadows: set[asyncio.Task[None]] = set()
@@ -211,8 +216,6 @@ class OnlineApp:
             headers.append((b"x-model-version", context["version"].encode()))
             headers.append((b"x-variant", context["variant"].encode()))
         await respond(send, status, body, headers, content_type)
-        if self.monitor is not None:
-            self.monitor.finish(context, request_id, status, time.perf_counter() - started)
         if "shadow" in context:
             # After the response: a shadow never delays the caller and never reaches them.
             task = asyncio.create_task(self._shadow(request_id, context))
@@ -231,6 +234,16 @@ class OnlineApp:
             context.get("rows"),
             client[0] if client else None,
             context.get("error"),
+            context if self.monitor is not None else None,
+        )
+
+    def _finished(self, entries: list[tuple[Any, ...]]) -> None:
+        """Access log entries (time, request id, method, path, status, latency ms, ...,
+        context) to the monitor, on the log's thread."""
+        assert self.monitor is not None
+        self.monitor.finished(
+            (e[0], e[1], e[4], e[5] / 1000.0, e[-1]) for e in entries
+            if e[-1] is not None and "key" in e[-1]
         )
 
     # -- routing ----------------------------------------------------------------------------
