@@ -18,7 +18,6 @@ functions whose inclusive cost differs most from `off`; writes profile.json besi
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import shutil
@@ -30,19 +29,12 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from run_module import load_run
+
 HERE = Path(__file__).resolve().parent
 
 
-def _load_run() -> Any:
-    spec = importlib.util.spec_from_file_location("monitoring_run", HERE / "run.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module   # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-bench = _load_run()
+bench = load_run()
 
 
 def frame_name(frame: str) -> str:

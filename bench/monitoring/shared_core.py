@@ -25,7 +25,6 @@ A diagnostic, like profile.py: it judges no target.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import statistics
@@ -35,20 +34,10 @@ import threading
 from pathlib import Path
 from typing import Any
 
-HERE = Path(__file__).resolve().parent
+from run_module import load_run
+
 TICK = os.sysconf("SC_CLK_TCK")
-
-
-def _load_run() -> Any:
-    spec = importlib.util.spec_from_file_location("monitoring_run", HERE / "run.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module   # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-bench = _load_run()
+bench = load_run()
 
 
 def thread_seconds(pid: int) -> dict[int, float]:
