@@ -14,11 +14,11 @@ each step runs with cold caches, several times slower than the same step in a lo
 server, 9-13 us a request for a `finish` there that built a record, 7-9 us for the tuple alone,
 2 us in a loop).
 
-Once a second the flusher thread takes everything gathered
-since and, vectorised over all of it, updates the request counters and latency histogram, the
-traffic buckets, the sketches of inputs, predictions and confidence, the prediction records,
-batch sizes and cost, resource gauges (a scrape of /metrics flushes first, so it is never
-behind); every `slide_s` it computes drift, and every few seconds it evaluates the alert rules.
+Once a second the flusher thread takes everything gathered since and, vectorised over all of
+it, updates the request counters and latency histogram, the traffic buckets, the sketches of
+inputs, predictions and confidence, the prediction records, batch sizes and cost, resource
+gauges (a scrape of /metrics flushes first, so it is never behind); every `slide_s` it
+computes drift, and every few seconds it evaluates the alert rules.
 Figures are kept per variant, i.e. per deployment, variant and model version, across
 revisions: a version served before and after a redeploy keeps its history.
 """
@@ -81,7 +81,7 @@ Observed = tuple[float, str, int, float, "Mapping[str, Any] | None"]
 
 @dataclass(slots=True)
 class Seen:
-    """One finished request whose context was kept, as the flusher reads it."""
+    """One kept request, as the record writer reads it (built by the flush, records on)."""
 
     time: float
     request_id: str

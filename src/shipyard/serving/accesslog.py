@@ -67,7 +67,6 @@ class AccessLog:
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._draining = threading.Lock()
-        self._on = enabled
         if enabled:
             self._start()
 
@@ -79,14 +78,14 @@ class AccessLog:
         """Hand every entry to `observer` too, in bulk, on the log's thread (or in `drain`),
         whether or not the log itself is written."""
         self._observers.append(observer)
-        self._on = True
         if self._thread is None:
             self._start()
 
     def record(self, *entry: Any) -> None:
         """Queue one entry, in the order of FIELDS minus `time` (added here), then the
-        request's context for the observers (None when there are none)."""
-        if self._on:
+        request's context for the observers (None when there are none). A thread runs
+        while the log is written or observed, until `close`."""
+        if self._thread is not None:
             self._queue.put((time.time(), *entry))
 
     def drain(self, pace: Callable[[], None] | None = None) -> None:

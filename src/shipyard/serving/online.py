@@ -36,7 +36,7 @@ from shipyard.monitoring.snapshot import snapshot
 from shipyard.runtimes.base import Outputs
 from shipyard.security.pii import redact_value
 from shipyard.serving import guard, native, openapi, ui, v2
-from shipyard.serving.accesslog import AccessLog
+from shipyard.serving.accesslog import FIELDS, AccessLog
 from shipyard.serving.door import Door, limit
 from shipyard.serving.fleet import Fleet, LiveDeployment
 from shipyard.serving.http import (
@@ -62,6 +62,8 @@ HEX_LETTERS = str.maketrans("0123456789abcdef", "abcdefghijklmnop")  # keeps the
 _IDS = random.Random()  # noqa: S311 - request ids label requests; they guard nothing
 OCTET = b"application/octet-stream"
 MONITOR_ROUTES = ("monitor", "drift", "alerts", "feedback")
+# Where an access log entry holds what the monitor reads (entries follow FIELDS).
+_STATUS, _LATENCY_MS = FIELDS.index("status"), FIELDS.index("latency_ms")
 CONTROL_S = 1.0
 MANAGE_ROUTES = ("rollout", "rollback", "history")
 ROLLOUT_ACTS = ("pause", "resume", "approve", "promote", "abort")
@@ -238,11 +240,11 @@ class OnlineApp:
         )
 
     def _finished(self, entries: list[tuple[Any, ...]]) -> None:
-        """Access log entries (time, request id, method, path, status, latency ms, ...,
-        context) to the monitor, on the log's thread."""
+        """Access log entries (FIELDS, then the context) to the monitor, on the log's
+        thread."""
         assert self.monitor is not None
         self.monitor.finished(
-            (e[0], e[1], e[4], e[5] / 1000.0, e[-1]) for e in entries
+            (e[0], e[1], e[_STATUS], e[_LATENCY_MS] / 1000.0, e[-1]) for e in entries
             if e[-1] is not None and "key" in e[-1]
         )
 
