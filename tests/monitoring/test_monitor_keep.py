@@ -15,7 +15,13 @@ import pandas as pd
 import pytest
 
 from shipyard.monitoring.metrics import ServiceMetrics
-from shipyard.monitoring.monitor import KEEP_MARGIN, SKETCH_PER_FLUSH, Monitor, Served
+from shipyard.monitoring.monitor import (
+    KEEP_MARGIN,
+    SKETCH_PER_FLUSH,
+    KeepShare,
+    Monitor,
+    Served,
+)
 from shipyard.monitoring.records import RecordWriter
 from shipyard.monitoring.recordstore import RecordStore
 from shipyard.registry.database import Database
@@ -191,4 +197,39 @@ def test_a_flush_first_drains_what_is_queued_upstream(
     (variant,) = monitor.variants.values()
     assert variant.traffic.figures(time.time() + 1, 300.0)["requests"] == 25
     log.close()
+    monitor.close()
+
+
+def test_the_server_draws_from_the_share_the_monitor_sets_and_hands_over_keys_for_the_rest(
+    model: Model, mixed_data: tuple[pd.DataFrame, np.ndarray]
+) -> None:
+    # As the fleet wires it: the variant's KeepShare goes to the monitor inside Served.
+    keep = KeepShare()
+    monitor = Monitor(ServiceMetrics())
+    monitor.attach("tumours", {"main": Served("main", model, keep=keep)}, NO_RECORDS)
+    (variant,) = monitor.variants.values()
+    assert variant.keep is keep and keep.value == 1.0
+    context = _context(model, mixed_data[0].iloc[:1])
+    _send(monitor, context, BURST)
+    monitor.flush()
+    share = KEEP_MARGIN * SKETCH_PER_FLUSH / BURST
+    assert keep.value == pytest.approx(share)  # what the server's event loop now draws from
+    drawn = sum(keep.draw() for _ in range(BURST))
+    spread = 11 * math.sqrt(BURST * share * (1 - share))
+    assert BURST * share - spread < drawn < BURST * share + spread
+
+    # A request not drawn comes as its variant's key: counted, nothing of it kept.
+    now = time.time()
+    monitor.finished([(now, f"key-{i}", 200, 0.001, context["key"]) for i in range(100)])
+    assert _kept(monitor) == 0 and len(variant.seen) == 100
+    monitor.finished([(now, "gone", 200, 0.001, ("tumours", "retired", "0"))])  # unknown: skipped
+    assert len(variant.seen) == 100
+    monitor.flush()
+    assert variant.traffic.figures(now + 1, 300.0)["requests"] == BURST + 100
+
+    # A new revision's variant brings its own KeepShare; the share carries over to it.
+    fresh = KeepShare()
+    monitor.attach("tumours", {"main": Served("main", model, keep=fresh)}, NO_RECORDS)
+    assert variant.keep is fresh and fresh.value == keep.value
+    assert KeepShare(0.0).draw() is False and KeepShare(1.0).draw() is True
     monitor.close()

@@ -1,15 +1,17 @@
 """The server's monitor: nothing on the event loop, a cheap hook per request, and a flusher
 thread that does the rest.
 
-Per request `Monitor.finish` appends one tuple to a deque (and bumps a pre-bound Prometheus
+Per request `Monitor.finished` appends one tuple to a deque (and bumps a pre-bound Prometheus
 child for an error, timeout or fallback): time, request id, status, latency and the request's
-context, or None in its place. The server calls it in bulk (`finished`) from its access log's
-thread, which already takes every finished request off the event loop. The context, with the
-request's inputs and outputs, is kept only where the flush will use it: every one while
-prediction records are on, every error, timeout or fallback, and otherwise about the share the
-sketches take (`SKETCH_PER_FLUSH` a second per variant), so that under load the others are
-freed at once rather than held for a second. Everything else about a request is read from its
-context by the flusher, in bulk. Both choices come from one measurement: on the event loop
+context, or None in its place. The server calls it in bulk from its access log's thread, which
+already takes every finished request off the event loop. The context, with the request's
+inputs and outputs, is kept only where the flush will use it: every one while prediction
+records are on, every error, timeout or fallback, and otherwise about the share the sketches
+take (`SKETCH_PER_FLUSH` a second per variant). The server draws that share on its event loop
+as each request is answered (`KeepShare`), and hands over only the variant's key for the
+rest, so that their inputs and outputs are freed there at once, not a second later on another
+thread (measured with bench/monitoring/shared_core.py: off / monitoring 0.910 -> 0.920).
+Everything else about a request is read from its context by the flusher, in bulk. Both choices come from one measurement: on the event loop
 each step runs with cold caches, several times slower than the same step in a loop (in the
 server, 9-13 us a request for a `finish` there that built a record, 7-9 us for the tuple alone,
 2 us in a loop).
@@ -77,6 +79,8 @@ KEEP_DRIFT = 288  # drift evaluations kept for the history plot
 # What `finish` appends per request: (time, request id, status, latency in seconds, context or
 # None when the request is only counted).
 Observed = tuple[float, str, int, float, "Mapping[str, Any] | None"]
+# What the server hands over per request: its context, or its variant's key when only counted.
+Handed = Mapping[str, Any] | Key
 
 
 @dataclass(slots=True)
@@ -168,6 +172,24 @@ class BatchStats(Protocol):
     sizes: deque[int]
 
 
+@dataclass(slots=True)
+class KeepShare:
+    """The share of a variant's answered requests whose inputs and outputs go to the monitor;
+    the rest are only counted. The monitor sets it; the server draws from it on its event loop
+    as each request is answered, so that a request not kept frees its values there and then."""
+
+    value: float = 1.0
+
+    def draw(self) -> bool:
+        """Whether to keep this one."""
+        share = self.value
+        return share >= 1.0 or (share > 0.0 and _draw() < share)
+
+
+# Which requests' values are kept: a sample for sketches, guarding nothing.
+_draw = random.Random().random  # noqa: S311
+
+
 @dataclass
 class Served:
     """What the server hands over for each variant of a revision it is about to serve."""
@@ -176,6 +198,7 @@ class Served:
     model: Model
     stats: BatchStats | None = None
     queue_depth: Callable[[], int] | None = None
+    keep: KeepShare = field(default_factory=KeepShare)
 
 
 @dataclass
@@ -196,11 +219,12 @@ class VariantMonitor:
     drift: DriftReport | None = None
     drift_history: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=KEEP_DRIFT))
     last_drift: float = 0.0
-    # The share of requests whose context `finish` keeps: 1 while records are on, otherwise
-    # about what the flush will sketch (SKETCH_PER_FLUSH), so that under load the rest are
-    # freed at once, not held a second. Set under the monitor's lock, by `attach` and after
-    # each flush, so that a flush racing an attach that turns records on cannot lower it.
-    keep_share: float = 1.0
+    # The share of requests whose context is kept for the flush: 1 while records are on,
+    # otherwise about what the flush will sketch (SKETCH_PER_FLUSH), so that under load the
+    # rest are freed at once, not held a second. Set under the monitor's lock, by `attach`
+    # and after each flush, so that a flush racing an attach that turns records on cannot
+    # lower it; shared with the server, which draws from it (`KeepShare`).
+    keep: KeepShare = field(default_factory=KeepShare)
     _batches_seen: int = 0
     _cpu_seen: float = 0.0
     _text_inputs: bool = True
@@ -212,6 +236,14 @@ class VariantMonitor:
         # without an input schema gets whatever callers send, so it is always scrubbed).
         inputs = self.model.schema.inputs
         self._text_inputs = not inputs or any(f.dtype in TEXT_DTYPES for f in inputs)
+
+    @property
+    def keep_share(self) -> float:
+        return self.keep.value
+
+    @keep_share.setter
+    def keep_share(self, share: float) -> None:
+        self.keep.value = share
 
     @property
     def bucket_s(self) -> float:
@@ -466,8 +498,6 @@ class Monitor:
         self._lock = threading.Lock()
         self._flushing = threading.Lock()
         self._last_alerts = 0.0
-        # Which requests' values `finish` keeps: a sample for sketches, guarding nothing.
-        self._draw = random.Random().random  # noqa: S311
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -504,7 +534,9 @@ class Monitor:
                     )
                 current.config, current.role, current.served = config, served.role, served
                 current.model, current.inflight = served.model, inflight
-                current.keep_share = current.share_to_keep(None)
+                share = current.share_to_keep(None)
+                current.keep = served.keep  # the new revision's variant draws from this one
+                current.keep_share = share
                 current._batches_seen = served.stats.batches if served.stats else 0
                 current._cpu_seen = served.stats.cpu_s if served.stats else 0.0
             wanted = (config.alerts, config.webhook)
@@ -536,29 +568,39 @@ class Monitor:
 
     # -- hot path ----------------------------------------------------------------------------
 
-    def finished(self, requests: Iterable[tuple[float, str, int, float, Mapping[str, Any]]]
-                 ) -> None:
-        """Requests answered, in bulk: (time, request id, status, latency s, context) each,
-        one tuple appended per request; the flusher reads the rest from the context, if it
-        is kept. The server hands them over from its access log's thread (see its module)."""
-        variants, draw = self.variants, self._draw
-        for at, request_id, status, seconds, context in requests:
-            monitor = variants.get(context.get("key"))  # type: ignore[arg-type]
+    def finished(self, requests: Iterable[tuple[float, str, int, float, Handed]]) -> None:
+        """Requests answered, in bulk: (time, request id, status, latency s, handed) each,
+        where `handed` is the request's context, kept for the flush, or only its variant's
+        key, when it is only counted (`keeps` decides which; errors, timeouts and fallbacks
+        always come with their context). One tuple is appended per request; the flusher
+        reads the rest from the context. The server hands them over from its access log's
+        thread (see its module)."""
+        variants = self.variants
+        for at, request_id, status, seconds, handed in requests:
+            if isinstance(handed, tuple):
+                monitor = variants.get(handed)
+                if monitor is not None:
+                    monitor.seen.append((at, request_id, status, seconds, None))
+                continue
+            monitor = variants.get(handed.get("key"))  # type: ignore[arg-type]
             if monitor is None:
                 continue
-            share = monitor.keep_share
             # `_fallback` sets "timeout" (True or False) on every request that fell back.
-            if status >= 400 or "timeout" in context:
-                self._unusual(monitor, context, status)
-            elif share < 1.0 and (share == 0.0 or draw() >= share):
-                monitor.seen.append((at, request_id, status, seconds, None))
-                continue
-            monitor.seen.append((at, request_id, status, seconds, context))
+            if status >= 400 or "timeout" in handed:
+                self._unusual(monitor, handed, status)
+            monitor.seen.append((at, request_id, status, seconds, handed))
+
+    def keeps(self, context: Mapping[str, Any], status: int) -> bool:
+        """Whether a request's context goes to `finished` (or only its key): always for an
+        error, a timeout or a fallback, otherwise by its variant's draw."""
+        monitor = self.variants.get(context.get("key"))  # type: ignore[arg-type]
+        return monitor is None or status >= 400 or "timeout" in context or monitor.keep.draw()
 
     def finish(self, context: Mapping[str, Any], request_id: str, status: int,
                seconds: float) -> None:
-        """One request answered now; as `finished`."""
-        self.finished(((time.time(), request_id, status, seconds, context),))
+        """One request answered now; as `finished`, with the draw made here."""
+        handed = context if self.keeps(context, status) else context["key"]
+        self.finished(((time.time(), request_id, status, seconds, handed),))
 
     @staticmethod
     def _unusual(monitor: VariantMonitor, context: Mapping[str, Any], status: int) -> None:

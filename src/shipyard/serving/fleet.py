@@ -215,7 +215,8 @@ class Fleet:
                 name,
                 {
                     v.name: Served(v.role, v.model, v.batcher.stats,
-                                   lambda b=v.batcher: b.queue_depth)  # type: ignore[misc]
+                                   lambda b=v.batcher: b.queue_depth,  # type: ignore[misc]
+                                   v.keep)
                     for v in variants.values()
                 },
                 spec.monitoring,

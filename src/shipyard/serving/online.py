@@ -236,8 +236,14 @@ class OnlineApp:
             context.get("rows"),
             client[0] if client else None,
             context.get("error"),
-            context if self.monitor is not None else None,
+            self._handed(context, status) if self.monitor is not None else None,
         )
+
+    @staticmethod
+    def _handed(context: dict[str, Any], status: int) -> Any:
+        """What the monitor gets of a finished request: its context where `_predict` kept its
+        values (or it failed), else only its variant's key, to count it (Monitor.finished)."""
+        return context if status >= 400 or "outputs" in context else context.get("key")
 
     def _finished(self, entries: list[tuple[Any, ...]]) -> None:
         """Access log entries (FIELDS, then the context) to the monitor, on the log's
@@ -245,7 +251,7 @@ class OnlineApp:
         assert self.monitor is not None
         self.monitor.finished(
             (e[0], e[1], e[_STATUS], e[_LATENCY_MS] / 1000.0, e[-1]) for e in entries
-            if e[-1] is not None and "key" in e[-1]
+            if type(e[-1]) is tuple or (e[-1] is not None and "key" in e[-1])
         )
 
     # -- routing ----------------------------------------------------------------------------
@@ -502,9 +508,14 @@ class OnlineApp:
                 outputs = await self._fallback(live, variant, data, exc, context)
             if variant.guardrails is not None:
                 outputs = guard.check_outputs(variant.guardrails, variant.model.schema, outputs)
-            context["batch"], context["outputs"] = batch, outputs
+            if "timeout" in context or variant.keep.draw():
+                # For the monitor's flush (a sample under load, every one while records are
+                # on); a request not kept frees its values here and now, where their memory
+                # is reused hot: freed a second later on another thread, they cost the event
+                # loop more than the monitor's own work does.
+                context["batch"], context["outputs"] = batch, outputs
             if live.router.shadows and not context.get("fallback"):
-                context["shadow"] = (live, data, variant)
+                context["shadow"] = (live, data, variant, outputs)
             return outputs
         except ShipyardError:
             live.counters.errors += 1
@@ -554,7 +565,7 @@ class OnlineApp:
 
     async def _shadow(self, request_id: str, context: dict[str, Any]) -> None:
         """Ask each shadow variant the same question; the monitor compares the answers."""
-        live, data, primary = context["shadow"]
+        live, data, primary, answered = context["shadow"]
         live.inflight += 1  # a retiring revision waits for its shadows too
         try:
             for name in live.router.shadows:
@@ -570,7 +581,7 @@ class OnlineApp:
                 if self.monitor is not None:
                     self.monitor.shadow_done(
                         live.name, (primary.name, primary.version), (shadow.name, shadow.version),
-                        request_id, context["outputs"], outputs, batch,
+                        request_id, answered, outputs, batch,
                         time.perf_counter() - started,
                     )
         except Exception:

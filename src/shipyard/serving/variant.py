@@ -14,6 +14,7 @@ import numpy as np
 
 from shipyard.bundle.schema import check_outputs, concat
 from shipyard.errors import SchemaError
+from shipyard.monitoring.monitor import KeepShare
 from shipyard.routing import ServingConfig
 from shipyard.runtimes.base import Outputs
 from shipyard.runtimes.model import Model
@@ -79,6 +80,8 @@ class Variant:
         self.config = config
         self.outputs_spec = list(model.schema.outputs)
         self.guardrails: Guardrails | None = None  # set by the fleet for text models
+        # Whose inputs and outputs the monitor gets: its share, drawn as each is answered.
+        self.keep = KeepShare()
         self.timeout_s = config.timeout_ms / 1000.0
         self.batcher = Batcher(
             self._run,
