@@ -17,8 +17,9 @@ SKETCH_PER_FLUSH requests) weighs N times more per request than in run.py.
 
 Per repetition and configuration it prints the CPU per request, the first configuration's
 over it (the ratio run.py's CPU column shows), and the split between the event loop (the
-main thread) and the other threads (model, access log, monitor flusher, record writer), the
-largest first. Thread names are not visible from /proc on Python 3.11, hence by size.
+main thread), with the loop's context switches per request (GIL hand-offs), and the other
+threads (model, access log, monitor flusher, record writer), the largest first. Thread
+names are not visible from /proc on Python 3.11, hence by size.
 A diagnostic, like profile.py: it judges no target.
 """
 
@@ -52,10 +53,23 @@ def thread_seconds(pid: int) -> dict[int, float]:
     return out
 
 
+def switches(pid: int, tid: int) -> int:
+    """Context switches of one thread so far, voluntary and not: each GIL hand-off between
+    threads on one core costs at least one, and its system calls are charged to the thread."""
+    try:
+        status = Path(f"/proc/{pid}/task/{tid}/status").read_text()
+    except OSError:
+        return 0
+    return sum(int(line.split()[1]) for line in status.splitlines()
+               if "ctxt_switches:" in line)
+
+
 def repetition(ups: list[Any], args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     """All servers loaded at once; per server: CPU per request, split by thread."""
     before = {up.config.name: (up.running.tree.cpu_seconds(),
-                               thread_seconds(up.running.proc.pid)) for up in ups}
+                               thread_seconds(up.running.proc.pid),
+                               switches(up.running.proc.pid, up.running.proc.pid))
+              for up in ups}
     results: dict[str, Any] = {}
 
     def load(up: Any) -> None:
@@ -72,7 +86,7 @@ def repetition(ups: list[Any], args: argparse.Namespace) -> dict[str, dict[str, 
         result = results[name]
         if not result.ok_requests:
             raise RuntimeError(f"{name} answered no request")
-        tree_before, threads_before = before[name]
+        tree_before, threads_before, switches_before = before[name]
         used = up.running.tree.cpu_seconds() - tree_before
         per = {tid: (s - threads_before.get(tid, 0.0)) / result.ok_requests * 1e6
                for tid, s in thread_seconds(pid).items()}
@@ -81,6 +95,7 @@ def repetition(ups: list[Any], args: argparse.Namespace) -> dict[str, dict[str, 
             "rps": result.rps, "non_2xx": result.non_2xx, "errors": result.errors,
             "cpu_us_per_req": used / result.ok_requests * 1e6,
             "loop_us_per_req": loop,
+            "loop_switches_per_req": (switches(pid, pid) - switches_before) / result.ok_requests,
             "other_threads_us_per_req": sorted((v for v in per.values() if v > 0),
                                                reverse=True),
         }
@@ -132,7 +147,7 @@ def main() -> int:
     print(f"\nmedians over {len(reps)} repetitions, {len(ups)} servers sharing core "
           f"{bench.SERVER_CORE}, c={args.c} each:")
     print(f"{'configuration':<20} {'us/req':>8} {names[0] + ' / this':>16} {'loop us/req':>12} "
-          f"{'other threads us/req':>24}")
+          f"{'loop switches/req':>18} {'other threads us/req':>24}")
     summary: dict[str, Any] = {}
     for name in names:
         mine = [r[name] for r in reps]
@@ -146,12 +161,13 @@ def main() -> int:
             "ratio": ratio,
             "ratios": [r[names[0]]["cpu_us_per_req"] / r[name]["cpu_us_per_req"] for r in reps],
             "loop_us_per_req": statistics.median(m["loop_us_per_req"] for m in mine),
+            "loop_switches_per_req": statistics.median(m["loop_switches_per_req"] for m in mine),
             "other_threads_us_per_req": others,
             "rps": statistics.median(m["rps"] for m in mine),
         }
         s = summary[name]
         print(f"{name:<20} {s['cpu_us_per_req']:8.1f} {ratio:16.3f} {s['loop_us_per_req']:12.1f} "
-              f"{', '.join(f'{v:.1f}' for v in others):>24}")
+              f"{s['loop_switches_per_req']:18.3f} {', '.join(f'{v:.1f}' for v in others):>24}")
     if args.json:
         args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},
                                          "summary": summary, "reps": reps}, indent=1) + "\n")
