@@ -11,10 +11,10 @@ take (`SKETCH_PER_FLUSH` a second per variant). The server draws that share on i
 as each request is answered (`KeepShare`), and hands over only the variant's key for the
 rest, so that their inputs and outputs are freed there at once, not a second later on another
 thread (measured with bench/monitoring/shared_core.py: off / monitoring 0.910 -> 0.920).
-Everything else about a request is read from its context by the flusher, in bulk. Both choices come from one measurement: on the event loop
-each step runs with cold caches, several times slower than the same step in a loop (in the
-server, 9-13 us a request for a `finish` there that built a record, 7-9 us for the tuple alone,
-2 us in a loop).
+Everything else about a request is read from its context by the flusher, in bulk: on the
+event loop each step runs with cold caches, several times slower than the same step in a loop
+(in the server, 9-13 us a request for a `finish` there that built a record, 7-9 us for the
+tuple alone, 2 us in a loop).
 
 Once a second the flusher thread takes everything gathered since and, vectorised over all of
 it, updates the request counters and latency histogram, the traffic buckets, the sketches of
