@@ -44,7 +44,7 @@ import pandas as pd
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from shipyard.monitoring.monitor import Seen, scrubbed
+from shipyard.monitoring.monitor import scrubbed
 from shipyard.monitoring.records import Answered, PredictionRecord, RecordWriter
 from shipyard.monitoring.recordstore import RecordStore
 from shipyard.registry.database import Database
@@ -120,11 +120,16 @@ def postgres_reachable() -> bool:
 
 def as_answered(records: list[PredictionRecord]) -> list[Answered]:
     """The records as the monitor's flush hands them over: finished requests, HANDOFF a go."""
-    seen = [Seen(time=r.time, request_id=r.request_id, status=200, latency_ms=r.latency_ms,
-                 rows=r.rows, batch=r.inputs, outputs=r.outputs) for r in records]
     text_inputs = not isinstance(records[0].inputs, np.ndarray)
-    return [Answered("bench", "main", "bench", "1", seen[start:start + HANDOFF], scrubbed,
-                     text_inputs) for start in range(0, len(seen), HANDOFF)]
+    handoffs = []
+    for start in range(0, len(records), HANDOFF):
+        part = records[start:start + HANDOFF]
+        handoffs.append(Answered(
+            "bench", "main", "bench", "1", [r.request_id for r in part],
+            np.array([r.time for r in part]), np.array([r.latency_ms for r in part]),
+            [r.inputs for r in part], [r.outputs for r in part], [None] * len(part),
+            scrubbed, text_inputs))
+    return handoffs
 
 
 def measure(backend: str, case: str, n: int, folder: Path,

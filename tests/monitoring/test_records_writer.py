@@ -452,7 +452,7 @@ def test_what_a_variant_answered_becomes_records_on_the_writer_thread(store: Rec
     items[3].answered_by = ("fallback", "0.9")  # a fallback answered this one
     items[5].outputs = None  # failed: no record
     w = writer(store)
-    w.submit_answered(Answered("fraud", "champion", "fraud", "1.0", items,
+    w.submit_answered(Answered.of("fraud", "champion", "fraud", "1.0", items,
                                scrub=lambda value: value, scrub_inputs=False))
     assert w.pending in (0, 6)  # queued as one, counted as its items (or already written)
     assert w.close(10)
@@ -478,22 +478,22 @@ def test_answered_requests_are_scrubbed_sampled_and_bounded(store: RecordStore) 
         return ["<scrubbed>"] if isinstance(value, list) else value
 
     w = writer(store)
-    w.submit_answered(Answered("fraud", "champion", "fraud", "1.0", items, scrub=scrub,
+    w.submit_answered(Answered.of("fraud", "champion", "fraud", "1.0", items, scrub=scrub,
                                scrub_inputs=True))
     assert w.flush(10)
     stored = store.get("fraud", "a0")
     assert stored is not None and stored.inputs == [{"text": "<scrubbed>"}]
     assert len(seen) == 8  # each item's batch and outputs
     w.close(10)
-    w.submit_answered(Answered("fraud", "champion", "fraud", "1.0", _answered(3),
+    w.submit_answered(Answered.of("fraud", "champion", "fraud", "1.0", _answered(3),
                                scrub=scrub, scrub_inputs=False))
     assert w.stats.dropped == 3  # after close: dropped and counted
 
     full = RecordWriter(store, RecordsConfig(), deployment="fraud", key=KEY, max_pending=3,
                         interval_s=60, purge_every_s=None)
-    full.submit_answered(Answered("fraud", "c", "m", "1", _answered(4), scrub=scrub,
+    full.submit_answered(Answered.of("fraud", "c", "m", "1", _answered(4), scrub=scrub,
                                   scrub_inputs=False))
-    full.submit_answered(Answered("fraud", "c", "m", "1", _answered(4), scrub=scrub,
+    full.submit_answered(Answered.of("fraud", "c", "m", "1", _answered(4), scrub=scrub,
                                   scrub_inputs=False))
     assert full.stats.dropped == 4 and full.pending == 4  # past the bound: the second goes
     assert full.close(10) and full.stats.written == 4
@@ -502,7 +502,7 @@ def test_answered_requests_are_scrubbed_sampled_and_bounded(store: RecordStore) 
     many = _answered(400)
     for item in many:
         item.request_id = "h" + item.request_id
-    half.submit_answered(Answered("fraud", "c", "m", "1", many, scrub=scrub,
+    half.submit_answered(Answered.of("fraud", "c", "m", "1", many, scrub=scrub,
                                   scrub_inputs=False))
     assert half.close(10)
     assert half.stats.sampled_out + half.stats.written == 400
@@ -518,7 +518,7 @@ def test_an_answered_request_that_cannot_be_scrubbed_costs_only_itself(
         return value
 
     w = writer(store)
-    w.submit_answered(Answered("fraud", "champion", "fraud", "1.0", _answered(3), scrub=scrub,
+    w.submit_answered(Answered.of("fraud", "champion", "fraud", "1.0", _answered(3), scrub=scrub,
                                scrub_inputs=False))
     assert w.close(10)
     assert w.stats.rejected == 1 and w.stats.written == 2 and w.pending == 0
@@ -538,7 +538,7 @@ def test_odd_answered_requests_cost_only_themselves_in_a_chunk_of_good_ones(
     items[5].latency_ms = float("nan")  # not odd: stored as null, in the fast path
     items[6].latency_ms = float("inf")
     w = writer(store)
-    w.submit_answered(Answered("fraud", "champion", "fraud", "1.0", items,
+    w.submit_answered(Answered.of("fraud", "champion", "fraud", "1.0", items,
                                scrub=lambda value: value, scrub_inputs=False))
     assert w.close(10)
     assert w.stats.rejected == 3 and w.stats.written == len(items) - 3 and w.pending == 0
@@ -556,7 +556,7 @@ def test_an_answered_hand_off_for_an_invalid_deployment_name_is_rejected(
     store: RecordStore,
 ) -> None:
     w = writer(store)
-    w.submit_answered(Answered("Not A Name/..", "champion", "m", "1.0", _answered(3),
+    w.submit_answered(Answered.of("Not A Name/..", "champion", "m", "1.0", _answered(3),
                                scrub=lambda value: value, scrub_inputs=False))
     assert w.close(10)
     assert w.stats.rejected == 3 and w.stats.written == 0
@@ -572,7 +572,7 @@ def test_a_scrubbed_frame_is_stored_as_the_frame_would_be(store: RecordStore) ->
                              outputs={"label": np.array([0, 1])}, answered_by=None)
              for k, (rid, batch) in enumerate((("a", frame), ("b", frame.assign(note="ok"))))]
     writer = RecordWriter(store, RecordsConfig(), deployment="d", key=KEY, purge_every_s=None)
-    writer.submit_answered(Answered("d", "v", "m", "1", items, scrubbed, True))
+    writer.submit_answered(Answered.of("d", "v", "m", "1", items, scrubbed, True))
     assert writer.close(10) and writer.stats.written == 2
     scrubbed_rows = store.get("d", "a").inputs  # type: ignore[union-attr]
     plain_rows = store.get("d", "b").inputs  # type: ignore[union-attr]
@@ -581,3 +581,25 @@ def test_a_scrubbed_frame_is_stored_as_the_frame_would_be(store: RecordStore) ->
         row.pop("note")
     assert scrubbed_rows == plain_rows
     assert scrubbed_rows[1]["x"] is None and scrubbed_rows[0]["n"] == 3
+
+
+def test_a_failed_request_amid_a_hand_off_leaves_the_others_columns_aligned(
+    store: RecordStore,
+) -> None:
+    """A hand-off is columns; the writer takes each chunk by position, with a gap where a
+    request failed: every record keeps its own id, time, inputs and outputs."""
+    items = _answered(6)
+    items[2].outputs = None
+    for k, item in enumerate(items):
+        item.time = 1.7e9 + k
+    w = writer(store)
+    w.submit_answered(Answered.of("fraud", "champion", "fraud", "1.0", items,
+                                  scrub=lambda value: value, scrub_inputs=False))
+    assert w.close(10) and w.stats.written == 5
+    frame = store.records("fraud", columns=["request_id", "time", "input.input",
+                                            "output.label"])
+    assert list(frame["request_id"]) == ["a0", "a1", "a3", "a4", "a5"]
+    assert [row[0] for row in frame["input.input"]] == [0.0, 1.0, 3.0, 4.0, 5.0]
+    assert list(frame["output.label"]) == [0, 1, 3, 4, 5]
+    seconds = [t.timestamp() for t in pd.to_datetime(frame["time"], utc=True)]
+    assert seconds == pytest.approx([1.7e9 + k for k in (0, 1, 3, 4, 5)])

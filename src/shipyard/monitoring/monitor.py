@@ -83,22 +83,6 @@ Observed = tuple[float, str, int, float, "Mapping[str, Any] | None"]
 Handed = Mapping[str, Any] | Key
 
 
-@dataclass(slots=True)
-class Seen:
-    """One kept request, as the record writer reads it (built by the flush, records on)."""
-
-    time: float
-    request_id: str
-    status: int
-    latency_ms: float
-    rows: int
-    batch: Any = None
-    outputs: Mapping[str, Any] | None = None
-    timeout: bool = False
-    fallback: bool = False
-    answered_by: tuple[str, str] | None = None  # (variant, version) when a fallback answered
-
-
 MAX_CLASSES = 50  # confusion matrices keep at most this many classes; the rest are "other"
 KEEP_DIFFS = 20_000
 
@@ -296,7 +280,7 @@ class VariantMonitor:
         if not taken:
             return 0
         count = len(taken)
-        times, _, statuses, seconds, contexts = zip(*taken, strict=True)
+        times, ids, statuses, seconds, contexts = zip(*taken, strict=True)
         statuses_ = np.array(statuses, dtype=np.int64)
         latencies = np.array(seconds, dtype=np.float64) * 1000.0
         # Counted here, not per request: one update per status class and latency bucket.
@@ -308,8 +292,8 @@ class VariantMonitor:
             for i, c in enumerate(contexts):
                 if c is not None and "timeout" in c:
                     timeouts[i], fallbacks[i] = bool(c["timeout"]), bool(c.get("fallback"))
-        self.traffic.add_many(np.array(times, dtype=np.float64), statuses_, latencies,
-                              timeouts, fallbacks)
+        at = np.array(times, dtype=np.float64)
+        self.traffic.add_many(at, statuses_, latencies, timeouts, fallbacks)
         pace()
         # Sketched: what this version answered itself (not its fallback).
         answered = [c for c in kept if c.get("outputs") is not None and "answered_by" not in c]
@@ -335,16 +319,17 @@ class VariantMonitor:
                 log.exception("could not sketch a batch of %s", self.key)
             pace()
         if records is not None and kept:
-            # One hand-off for them all: the writer makes each record on its own thread.
+            # One hand-off for them all, as columns: the writer makes each record on its own
+            # thread, a chunk at a time from slices of these.
             deployment, variant, version = self.key
-            seen = [
-                Seen(t, request_id, status, latency * 1000.0, c.get("rows", 0), c.get("batch"),
-                     c.get("outputs"), c.get("timeout", False), c.get("fallback", False),
-                     c.get("answered_by"))
-                for t, request_id, status, latency, c in taken if c is not None
-            ]
-            records.submit_answered(Answered(deployment, variant, self.model.name, version,
-                                             seen, scrubbed, self._text_inputs))
+            mask = np.fromiter((c is not None for c in contexts), np.bool_, count)
+            records.submit_answered(Answered(
+                deployment, variant, self.model.name, version,
+                [r for r, c in zip(ids, contexts, strict=True) if c is not None],
+                at[mask], latencies[mask],
+                [c.get("batch") for c in kept], [c.get("outputs") for c in kept],
+                [c.get("answered_by") for c in kept], scrubbed, self._text_inputs,
+            ))
         return count
 
     def share_to_keep(self, count: int | None) -> float:

@@ -108,6 +108,15 @@ def rows_of(batch: Any) -> list[dict[str, Any]]:
     return [{ARRAY_FIELD: plain(batch)}]
 
 
+def _picker(positions: list[int]) -> Callable[[Any], Any]:
+    """Takes the entries at `positions` (ascending) of a column: a slice where they run
+    without a gap, as they do unless a request failed or sampling left some out."""
+    first, last = positions[0], positions[-1]
+    if last - first + 1 == len(positions):
+        return lambda column: column[first:last + 1]
+    return lambda column: [column[k] for k in positions]
+
+
 def _names(frame: pd.DataFrame) -> list[str]:
     # tolist() is C; iterating an Index is ten times slower.
     return [name if type(name) is str else str(name) for name in frame.columns.tolist()]
@@ -196,19 +205,36 @@ class RecordSink(Protocol):
 @dataclass(slots=True)
 class Answered:
     """What one variant answered since the monitor's last flush, handed to the writer in one
-    go (`RecordWriter.submit_answered`): a record per item is made on the writer's thread, not
-    one object per request on the flusher's. `items` are the monitor's finished requests
-    (attributes request_id, time, latency_ms, batch, outputs, answered_by); an item without
-    outputs is skipped. `scrub` is applied to each item's outputs, and to its batch when
-    `scrub_inputs`."""
+    go (`RecordWriter.submit_answered`) as columns, one entry per request: the flush builds
+    no object per request, and the writer makes each chunk's rows from slices. A request
+    whose `outputs` is None (it failed) is skipped. `scrub` is applied to each request's
+    outputs, and to its batch when `scrub_inputs`."""
 
     deployment: str
     variant: str
     model: str
     version: str
-    items: Sequence[Any]
+    request_ids: Sequence[Any]
+    times: Sequence[Any] | np.ndarray  # seconds since the epoch
+    latencies_ms: Sequence[Any] | np.ndarray
+    batches: Sequence[Any]
+    outputs: Sequence[Mapping[str, Any] | None]
+    answered_by: Sequence[tuple[str, str] | None]  # (variant, version) where a fallback did
     scrub: Callable[[Any], Any]
     scrub_inputs: bool
+
+    def __len__(self) -> int:
+        return len(self.request_ids)
+
+    @classmethod
+    def of(cls, deployment: str, variant: str, model: str, version: str, items: Sequence[Any],
+           scrub: Callable[[Any], Any], scrub_inputs: bool) -> Answered:
+        """From objects with attributes request_id, time, latency_ms, batch, outputs and
+        answered_by, one per request."""
+        return cls(deployment, variant, model, version, [i.request_id for i in items],
+                   [i.time for i in items], [i.latency_ms for i in items],
+                   [i.batch for i in items], [i.outputs for i in items],
+                   [i.answered_by for i in items], scrub, scrub_inputs)
 
 
 @dataclass
@@ -293,7 +319,7 @@ class RecordWriter:
         """Queue what a variant answered since the last flush (one append for them all);
         sampling, as `submit`'s, is drawn per item when the writer makes the records. Past
         `max_pending` records to come, the whole hand-off is dropped and counted."""
-        count = len(answered.items)
+        count = len(answered)
         with self._answered_lock:
             if self._closed or len(self._queue) + self._answered_pending >= self._max_pending:
                 self.stats.dropped += count
@@ -398,9 +424,9 @@ class RecordWriter:
                         if len(batch) >= self._batch_size:
                             self._write(batch)
                             batch = []
-                    if len(item.items) > 1:
+                    if len(item) > 1:
                         with self._answered_lock:
-                            self._answered_pending -= len(item.items) - 1
+                            self._answered_pending -= len(item) - 1
                     continue
                 self._pace()
                 row = self._row(item)
@@ -416,14 +442,15 @@ class RecordWriter:
         chunk is made column by column, each check over the whole chunk at once; a chunk
         holding anything odd is made again record by record, so only the odd record is
         lost."""
-        items = [item for item in answered.items if item.outputs is not None]
+        outputs = answered.outputs
+        picked = [k for k in range(len(answered)) if outputs[k] is not None]
         if self._sample < 1.0:
             sample, draw = self._sample, self._random
-            kept = [item for item in items if draw() < sample]
-            self.stats.sampled_out += len(items) - len(kept)
-            items = kept
-        for start in range(0, len(items), ROWS_PER_CHUNK):
-            chunk = items[start:start + ROWS_PER_CHUNK]
+            kept = [k for k in picked if draw() < sample]
+            self.stats.sampled_out += len(picked) - len(kept)
+            picked = kept
+        for start in range(0, len(picked), ROWS_PER_CHUNK):
+            chunk = picked[start:start + ROWS_PER_CHUNK]
             try:
                 rows = self._chunk_rows(answered, chunk)
             except Exception:  # noqa: BLE001 - made again one by one below, which says why
@@ -433,53 +460,56 @@ class RecordWriter:
                         if row is not None]
             yield rows
 
-    def _chunk_rows(self, answered: Answered, items: list[Any]) -> list[RecordRow] | None:
-        """The rows of `items` in one pass per column, or None where any record needs a
-        closer look (`_item_row`): an odd request id, time or deployment, a scrub that fails."""
+    def _chunk_rows(self, answered: Answered, chunk: list[int]) -> list[RecordRow] | None:
+        """The rows of the requests at `chunk` (ascending positions) in one pass per column,
+        or None where any record needs a closer look (`_item_row`): an odd request id, time
+        or deployment, a scrub that fails."""
         deployment, variant, version = answered.deployment, answered.variant, answered.version
         self._check_name(deployment)
-        ids = [item.request_id for item in items]
+        pick = _picker(chunk)
+        ids = pick(answered.request_ids)
         if set(map(type, ids)) != {str} or not 0 < min(map(len, ids)) <= max(
                 map(len, ids)) <= MAX_REQUEST_ID:
             return None
-        times = np.array([item.time for item in items], dtype=np.float64)
+        times = np.asarray(pick(answered.times), dtype=np.float64)
         if not ((times >= 0.0) & (times < _YEAR_2200)).all():
             return None
-        latencies = np.array([item.latency_ms for item in items], dtype=np.float64)
+        latencies = np.asarray(pick(answered.latencies_ms), dtype=np.float64)
         latency_list: list[float | None] = latencies.tolist()
         if not np.isfinite(latencies).all():
             latency_list = [v if math.isfinite(v) else None for v in latencies.tolist()]
-        batches = [item.batch for item in items]
+        batches = pick(answered.batches)
         counts = [count_rows(batch) for batch in batches]
         scrub = answered.scrub
         if answered.scrub_inputs:
             batches = [scrub(batch) for batch in batches]
         inputs = list(map(self._inputs, batches))
-        outputs = [self._outputs(scrub(item.outputs)) for item in items]
-        chunk = len(items)
-        answered_by = [item.answered_by for item in items]
-        variants: Iterable[str] = repeat(variant, chunk)
-        versions: Iterable[str] = repeat(version, chunk)
+        outputs = [self._outputs(scrub(out)) for out in pick(answered.outputs)]
+        size = len(chunk)
+        answered_by = pick(answered.answered_by)
+        variants: Iterable[str] = repeat(variant, size)
+        versions: Iterable[str] = repeat(version, size)
         if any(answered_by):  # a fallback answered some: their variant and version are its
             variants = [by[0] if by else variant for by in answered_by]
             versions = [by[1] if by else version for by in answered_by]
-        return list(zip(repeat(deployment, chunk), ids, times.tolist(), variants,
-                        repeat(answered.model, chunk), versions, latency_list, counts, inputs,
+        return list(zip(repeat(deployment, size), ids, times.tolist(), variants,
+                        repeat(answered.model, size), versions, latency_list, counts, inputs,
                         outputs, strict=True))
 
-    def _item_row(self, answered: Answered, item: Any) -> RecordRow | None:
-        """One answered request's row, or None (counted, logged) when it cannot be one."""
-        by, by_version = item.answered_by or (answered.variant, answered.version)
-        batch = item.batch
+    def _item_row(self, answered: Answered, k: int) -> RecordRow | None:
+        """The row of the request at position `k`, or None (counted, logged) when it cannot
+        be one."""
+        by, by_version = answered.answered_by[k] or (answered.variant, answered.version)
+        batch = answered.batches[k]
         try:
             inputs = answered.scrub(batch) if answered.scrub_inputs else batch
-            outputs = answered.scrub(item.outputs)
+            outputs = answered.scrub(answered.outputs[k])
         except Exception as exc:  # noqa: BLE001 - as in _make_row: only this one is lost
             self._rejected(exc)
             return None
-        return self._make_row(item.request_id, answered.deployment, item.time, by,
-                              answered.model, by_version, item.latency_ms, count_rows(batch),
-                              inputs, outputs)
+        return self._make_row(answered.request_ids[k], answered.deployment, answered.times[k],
+                              by, answered.model, by_version, answered.latencies_ms[k],
+                              count_rows(batch), inputs, outputs)
 
     def _row(self, record: PredictionRecord) -> RecordRow | None:
         return self._make_row(record.request_id, record.deployment, record.time, record.variant,
