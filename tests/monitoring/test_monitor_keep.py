@@ -69,12 +69,12 @@ def test_under_load_about_the_sketch_share_is_kept_and_every_request_counted(
     context = _context(model, mixed_data[0].iloc[:1])
     monitor = _monitor(model)
     (variant,) = monitor.variants.values()
-    assert variant.reference is not None and variant.keep_share == 1.0
+    assert variant.reference is not None and variant.keep.value == 1.0
     _send(monitor, context, BURST)
     assert _kept(monitor) == BURST  # before the first flush: everything
     monitor.flush()
     share = KEEP_MARGIN * SKETCH_PER_FLUSH / BURST
-    assert variant.keep_share == pytest.approx(share)
+    assert variant.keep.value == pytest.approx(share)
     sketched = variant.window(variant.buckets[-1][0] + 1).rows
     assert sketched == SKETCH_PER_FLUSH
 
@@ -99,7 +99,7 @@ def test_light_traffic_keeps_everything(
     _send(monitor, context, 500)
     monitor.flush()
     (variant,) = monitor.variants.values()
-    assert variant.keep_share == 1.0
+    assert variant.keep.value == 1.0
     _send(monitor, context, 500, first=500)
     assert _kept(monitor) == 500
     monitor.close()
@@ -121,7 +121,7 @@ def test_records_on_keep_every_request_for_its_record(
     _send(monitor, context, BURST)
     monitor.flush()
     (variant,) = monitor.variants.values()
-    assert variant.keep_share == 1.0  # every request may be recorded
+    assert variant.keep.value == 1.0  # every request may be recorded
     # The sketches still take their share only.
     assert variant.window(variant.buckets[-1][0] + 1).rows == SKETCH_PER_FLUSH
     _send(monitor, context, BURST, first=BURST)
@@ -141,19 +141,19 @@ def test_without_a_reference_nothing_is_kept_until_records_are_turned_on(
     context = _context(model, mixed_data[0].iloc[:1])
     _send(monitor, context, 10)
     monitor.flush()
-    assert variant.keep_share == 0.0
+    assert variant.keep.value == 0.0
     _send(monitor, context, 10, first=10)
     assert _kept(monitor) == 0
     # A revision that turns records on keeps every request from its first one: the attach
     # sets the share, and flushes set it under the same lock, so none can lower it after.
     on = MonitoringConfig.model_validate({"records": {"sample": 0.5}})
     monitor.attach("tumours", {"main": Served("main", model)}, on)
-    assert variant.keep_share == 1.0
+    assert variant.keep.value == 1.0
     _send(monitor, context, 10, first=20)
     assert _kept(monitor) == 10
     _send(monitor, context, BURST, first=30)
     monitor.flush()
-    assert variant.keep_share == 1.0
+    assert variant.keep.value == 1.0
     monitor.close()
 
 
@@ -162,7 +162,7 @@ def test_errors_timeouts_and_fallbacks_keep_their_context_and_are_counted(
 ) -> None:
     monitor = _monitor(model)
     (variant,) = monitor.variants.values()
-    variant.keep_share = 0.0  # as under heavy load with no reference: nothing else kept
+    variant.keep.value = 0.0  # as under heavy load with no reference: nothing else kept
     context = _context(model, mixed_data[0].iloc[:1])
     fell_back = {**context, "timeout": True, "fallback": True, "answered_by": ("fallback", "1")}
     failed = {**context, "outputs": None, "error": "model_failure"}

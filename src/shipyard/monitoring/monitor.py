@@ -76,8 +76,8 @@ ALERT_WINDOW_S = 300.0
 KEEP_DRIFT = 288  # drift evaluations kept for the history plot
 
 
-# What `finish` appends per request: (time, request id, status, latency in seconds, context or
-# None when the request is only counted).
+# What `finished` appends per request: (time, request id, status, latency in seconds, context
+# or None when the request is only counted).
 Observed = tuple[float, str, int, float, "Mapping[str, Any] | None"]
 # What the server hands over per request: its context, or its variant's key when only counted.
 Handed = Mapping[str, Any] | Key
@@ -222,14 +222,6 @@ class VariantMonitor:
         self._text_inputs = not inputs or any(f.dtype in TEXT_DTYPES for f in inputs)
 
     @property
-    def keep_share(self) -> float:
-        return self.keep.value
-
-    @keep_share.setter
-    def keep_share(self, share: float) -> None:
-        self.keep.value = share
-
-    @property
     def bucket_s(self) -> float:
         # Sixty buckets per window: windows slide in 1/60 steps, and memory stays bounded.
         return max(1.0, self.config.drift.window_s / 60)
@@ -322,11 +314,10 @@ class VariantMonitor:
             # One hand-off for them all, as columns: the writer makes each record on its own
             # thread, a chunk at a time from slices of these.
             deployment, variant, version = self.key
-            mask = np.fromiter((c is not None for c in contexts), np.bool_, count)
+            where = [i for i, c in enumerate(contexts) if c is not None]
             records.submit_answered(Answered(
-                deployment, variant, self.model.name, version,
-                [r for r, c in zip(ids, contexts, strict=True) if c is not None],
-                at[mask], latencies[mask],
+                deployment, variant, self.model.name, version, [ids[i] for i in where],
+                at[where], latencies[where],
                 [c.get("batch") for c in kept], [c.get("outputs") for c in kept],
                 [c.get("answered_by") for c in kept], scrubbed, self._text_inputs,
             ))
@@ -340,7 +331,7 @@ class VariantMonitor:
         if self.reference is None:
             return 0.0  # nothing to sketch against
         if count is None:
-            return self.keep_share
+            return self.keep.value
         # A margin over the sketch's share, so that a flush still finds its fill to sample.
         return min(1.0, KEEP_MARGIN * SKETCH_PER_FLUSH / max(1, count))
 
@@ -519,9 +510,8 @@ class Monitor:
                     )
                 current.config, current.role, current.served = config, served.role, served
                 current.model, current.inflight = served.model, inflight
-                share = current.share_to_keep(None)
+                served.keep.value = current.share_to_keep(None)
                 current.keep = served.keep  # the new revision's variant draws from this one
-                current.keep_share = share
                 current._batches_seen = served.stats.batches if served.stats else 0
                 current._cpu_seen = served.stats.cpu_s if served.stats else 0.0
             wanted = (config.alerts, config.webhook)
@@ -667,7 +657,7 @@ class Monitor:
         for monitor in monitors:
             count = monitor.flush(now, self.writers.get(monitor.key[0]), pace)
             with self._lock:  # against an attach turning records on meanwhile
-                monitor.keep_share = monitor.share_to_keep(count or None)
+                monitor.keep.value = monitor.share_to_keep(count or None)
             if now - monitor.last_drift >= monitor.config.drift.slide_s:
                 monitor.evaluate_drift(now)
                 pace()

@@ -246,12 +246,12 @@ class OnlineApp:
         return context if status >= 400 or "outputs" in context else context.get("key")
 
     def _finished(self, entries: list[tuple[Any, ...]]) -> None:
-        """Access log entries (FIELDS, then the context) to the monitor, on the log's
-        thread."""
+        """Access log entries (FIELDS, then what `_handed` chose) to the monitor, on the log's
+        thread; the monitor skips a request no variant of its own answered."""
         assert self.monitor is not None
         self.monitor.finished(
             (e[0], e[1], e[_STATUS], e[_LATENCY_MS] / 1000.0, e[-1]) for e in entries
-            if type(e[-1]) is tuple or (e[-1] is not None and "key" in e[-1])
+            if e[-1] is not None
         )
 
     # -- routing ----------------------------------------------------------------------------
