@@ -12,6 +12,8 @@ from scipy import stats as sps
 
 from shipyard.errors import UserError
 from shipyard.rollout.stats import (
+    SRM_ALPHA,
+    SRM_CONCENTRATION,
     mcnemar,
     sample_ratio_mismatch,
     sequential_test,
@@ -198,3 +200,57 @@ def test_the_sequential_test_finds_a_real_difference():
         seq, _ = _peek(a, b, np.linspace(100, 5000, 25).astype(int), 0.05)
         found += seq
     assert found >= 45
+
+
+def _looks(rng: np.random.Generator, routed: list[float], n: int, every: int,
+           method: str, alpha: float, shares: tuple[float, ...] = (0.5, 0.5)) -> bool:
+    """`n` requests routed by `routed` against a split configured as `shares`, tested every
+    `every` requests: did any look alarm?"""
+    arms = rng.choice(len(shares), size=n, p=routed)
+    names = [f"v{i}" for i in range(len(shares))]
+    configured = {name: 100 * s for name, s in zip(names, shares, strict=True)}
+    for end in range(every, n + 1, every):
+        counts = np.bincount(arms[:end], minlength=len(shares))
+        observed = dict(zip(names, map(int, counts), strict=True))
+        if sample_ratio_mismatch(observed, configured, alpha=alpha, method=method).mismatch:
+            return True
+    return False
+
+
+def test_srm_checked_at_every_look_alarms_on_a_fair_split_only_as_often_as_alpha():
+    # The controller tests the split every few seconds on counts that only grow. A
+    # chi-squared test read that way alarms on a perfectly fair split far more often than its
+    # alpha; the anytime-valid test stays under it.
+    rng = np.random.default_rng(7)
+    runs, alpha = 100, 0.05
+    chi2 = sum(_looks(rng, [0.5, 0.5], 1000, 20, "chi2", alpha) for _ in range(runs))
+    sequential = sum(_looks(rng, [0.5, 0.5], 1000, 20, "sequential", alpha)
+                     for _ in range(runs))
+    assert chi2 / runs > 2 * alpha  # the peeking problem is real
+    assert sequential / runs <= alpha
+
+
+def test_sequential_srm_still_catches_a_routing_bug():
+    rng = np.random.default_rng(11)
+    caught = sum(_looks(rng, [0.6, 0.4], 3000, 50, "sequential", SRM_ALPHA) for _ in range(20))
+    assert caught == 20  # a 60/40 split configured as 50/50, within 3,000 requests
+    skewed = sample_ratio_mismatch({"a": 6000, "b": 4000}, {"a": 50, "b": 50},
+                                   method="sequential")
+    assert skewed.mismatch and "anytime-valid" in skewed.reason
+    assert skewed.statistic is not None and skewed.statistic > math.log(1 / SRM_ALPHA)
+    fair = sample_ratio_mismatch({"a": 5030, "b": 4970}, {"a": 50, "b": 50},
+                                 method="sequential")
+    assert fair.sufficient and not fair.mismatch and fair.p_value == 1.0
+
+
+def test_sequential_srm_bayes_factor_against_a_direct_computation():
+    # Dirichlet(k * shares)-multinomial over multinomial(shares), written out in full.
+    counts, shares, k = [30, 50, 20], [0.2, 0.5, 0.3], SRM_CONCENTRATION
+    alphas = [k * s for s in shares]
+    mixture = (math.lgamma(k) - math.lgamma(k + 100)
+               + sum(math.lgamma(a + x) - math.lgamma(a) for a, x in zip(alphas, counts)))
+    null = sum(x * math.log(s) for x, s in zip(counts, shares))
+    result = sample_ratio_mismatch(dict(zip("abc", counts)), dict(zip("abc", [20, 50, 30])),
+                                   method="sequential")
+    assert result.statistic == pytest.approx(mixture - null)
+    assert result.p_value == pytest.approx(min(1.0, math.exp(null - mixture)))

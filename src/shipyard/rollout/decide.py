@@ -175,7 +175,10 @@ def _srm(evidence: Evidence, state: RolloutState) -> Srm | None:
     # right after every weight change otherwise). The controller measures from step start.
     if not evidence.configured_split or evidence.started < state.step_started_at:
         return None
-    return sample_ratio_mismatch(evidence.observed_split, evidence.configured_split)
+    # The controller looks every few seconds at counts that only grow: a test valid at any
+    # look, or chance alone rolls back a fairly split rollout.
+    return sample_ratio_mismatch(evidence.observed_split, evidence.configured_split,
+                                 method="sequential")
 
 
 def _blockers(step: Step, index: int, evidence: Evidence, variant: str, elapsed: float,

@@ -4,8 +4,13 @@
 - `mcnemar`: paired classifiers (shadow, champion/challenger) compared on the same labelled
   requests through their discordant pairs; exact binomial for few discordant pairs,
   chi-squared with continuity correction otherwise.
-- `sample_ratio_mismatch`: a chi-squared test of the observed traffic split against the
-  configured one (p < 0.001 by default), which catches routing that silently drifted.
+- `sample_ratio_mismatch`: a test of the observed traffic split against the configured one
+  (p < 0.001 by default), which catches routing that silently drifted. Fixed-horizon
+  chi-squared for a report read once; for a controller that looks every few seconds, the
+  anytime-valid Dirichlet-multinomial test of Lindon and Malek, "Anytime-valid inference for
+  multinomial count data" (2022), whose false-alarm rate stays under alpha however often
+  it is checked (a chi-squared test checked every second on growing counts alarms by chance
+  within minutes on a perfectly split rollout).
 - `sequential_test`: a peeking-safe comparison of two arms' means (or proportions): the
   mixture sequential probability ratio test (mSPRT) with a normal mixture, after Johari,
   Pekelis and Walsh, "Always valid inference" (2017). Its confidence sequence and p-value
@@ -19,8 +24,9 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Literal
 
+from scipy import special as spf
 from scipy import stats as sps
 
 from shipyard.errors import UserError
@@ -40,6 +46,7 @@ __all__ = [
 EXACT_BELOW = 25  # discordant pairs under which McNemar uses the exact binomial test
 SRM_ALPHA = 0.001  # a mismatch this unlikely is a routing bug, not bad luck
 SRM_MIN_EXPECTED = 5.0  # the chi-squared approximation needs ~5 expected per cell
+SRM_CONCENTRATION = 100.0  # the sequential test's Dirichlet prior: k x the configured shares
 EFFECT = 0.1  # the mSPRT's mixing scale, in standard deviations of one observation
 
 
@@ -124,8 +131,15 @@ class Srm:
 
 
 def sample_ratio_mismatch(observed: Mapping[str, int], configured: Mapping[str, float], *,
-                          alpha: float = SRM_ALPHA) -> Srm:
-    """Chi-squared goodness of fit of `observed` requests to the `configured` percentages.
+                          alpha: float = SRM_ALPHA,
+                          method: Literal["chi2", "sequential"] = "chi2") -> Srm:
+    """Tests `observed` requests against the `configured` percentages.
+
+    `method="chi2"`: Pearson's goodness of fit, valid for one look at the counts.
+    `method="sequential"`: the anytime-valid Bayes factor of a Dirichlet(k x configured)
+    mixture against the configured split; its p-value (1 / Bayes factor) may be checked after
+    every request and still alarms on a fair split with probability at most `alpha` over the
+    whole run (Ville's inequality). `statistic` is then the Bayes factor's natural log.
 
     Variants configured at 0% take no part in the test, except that one receiving a
     noticeable share of traffic (>= 10 requests and >= 1%) is itself a mismatch: traffic
@@ -147,20 +161,39 @@ def sample_ratio_mismatch(observed: Mapping[str, int], configured: Mapping[str, 
     weight_sum = sum(live.values())
     counts = [int(observed.get(k, 0)) for k in live]
     n = sum(counts)
-    expected = [n * w / weight_sum for w in live.values()]
+    shares = [w / weight_sum for w in live.values()]
+    expected = [n * share for share in shares]
     expected_by_name = dict(zip(live, expected, strict=True))
     if n == 0 or min(expected) < SRM_MIN_EXPECTED:
         return Srm(shown_obs, expected_by_name, None, None, False, False,
                    f"{n} requests: too few to test the split (need about "
                    f"{SRM_MIN_EXPECTED:g} expected per variant)")
-    result = sps.chisquare(counts, expected)
-    statistic, p = float(result.statistic), float(result.pvalue)
+    if method == "sequential":
+        statistic = _log_bayes_factor(counts, shares, SRM_CONCENTRATION)
+        p = min(1.0, math.exp(-statistic)) if statistic > 0 else 1.0
+        test = "anytime-valid"
+    else:
+        result = sps.chisquare(counts, expected)
+        statistic, p, test = float(result.statistic), float(result.pvalue), "chi-squared"
     mismatch = p < alpha
-    shares = ", ".join(f"{k} {100 * c / n:.1f}% (configured {100 * w / weight_sum:g}%)"
-                       for (k, w), c in zip(live.items(), counts, strict=True))
-    reason = (f"sample-ratio mismatch: observed {shares} over {n} requests, p={p:.2g} < "
-              f"{alpha:g}" if mismatch else f"split as configured: {shares}, p={p:.2g}")
+    shown = ", ".join(f"{k} {100 * c / n:.1f}% (configured {100 * share:g}%)"
+                      for k, c, share in zip(live, counts, shares, strict=True))
+    reason = (f"sample-ratio mismatch: observed {shown} over {n} requests, {test} "
+              f"p={p:.2g} < {alpha:g}" if mismatch
+              else f"split as configured: {shown}, {test} p={p:.2g}")
     return Srm(shown_obs, expected_by_name, statistic, p, mismatch, True, reason)
+
+
+def _log_bayes_factor(counts: list[int], shares: list[float], k: float) -> float:
+    """log of the Dirichlet-multinomial marginal likelihood over the multinomial one at
+    `shares` (Lindon and Malek 2022, eq. 5); the multinomial coefficient cancels."""
+    prior = [k * s for s in shares]
+    n = sum(counts)
+    log_mixture = (spf.gammaln(k) - spf.gammaln(k + n)
+                   + sum(spf.gammaln(a + x) - spf.gammaln(a)
+                         for a, x in zip(prior, counts, strict=True)))
+    log_null = sum(x * math.log(s) for x, s in zip(counts, shares, strict=True))
+    return float(log_mixture - log_null)
 
 
 @dataclass(frozen=True)
