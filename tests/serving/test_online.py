@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import socket
 import time
@@ -332,6 +333,35 @@ def test_a_server_started_with_the_collector_paused_turns_it_back_on(settings):
         gc.enable()
         gc.unfreeze()
     assert sent == ["lifespan.startup.complete", "enabled=True", "lifespan.shutdown.complete"]
+
+
+def test_the_monitor_learns_when_each_revision_began_answering(models: Models):
+    """The rollout controller opens a step's evidence window only once this server answers
+    with the step's revision (tests/registry/test_rollout_window.py)."""
+    import asyncio
+
+    from shipyard.serving.server import build_app
+    from shipyard.settings import Settings
+
+    app = build_app(Settings.load({"home": models.home}, environ={}), ["cancer"])
+    assert app.monitor is not None
+    messages = iter([{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}])
+    seen: dict[str, tuple[float | None, float | None]] = {}
+    before = time.time()
+
+    async def receive() -> dict[str, str]:
+        return next(messages)
+
+    async def send(message: dict[str, str]) -> None:
+        if message["type"] == "lifespan.startup.complete":
+            assert app.monitor is not None
+            for name, live in app.fleet.deployments.items():
+                seen[name] = (app.monitor.live_since(name, live.revision),
+                              app.monitor.live_since(name, live.revision + 1))
+
+    asyncio.run(app({"type": "lifespan"}, receive, send))
+    assert seen and all(before <= now <= time.time() and later == math.inf
+                        for now, later in seen.values()), seen
 
 
 @pytest.mark.skipif(not hasattr(os, "SCHED_BATCH"), reason="a Linux scheduling policy")

@@ -28,6 +28,7 @@ revisions: a version served before and after a redeploy keeps its history.
 from __future__ import annotations
 
 import logging
+import math
 import random
 import threading
 import time
@@ -474,6 +475,7 @@ class Monitor:
         self._lock = threading.Lock()
         self._flushing = threading.Lock()
         self._last_alerts = 0.0
+        self._live: dict[str, tuple[int, float]] = {}  # deployment -> (revision, wall time)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -495,6 +497,19 @@ class Monitor:
             # The KLL sketches are C++ objects: freeing them now, not at interpreter exit,
             # keeps nanobind from reporting them as leaks.
             self.variants.clear()
+
+    def serving(self, deployment: str, revision: int, at: float | None = None) -> None:
+        """Note that this process answers `deployment` with `revision` from `at` (now)."""
+        self._live[deployment] = (revision, time.time() if at is None else at)
+
+    def live_since(self, deployment: str, revision: int) -> float | None:
+        """When this process began answering `deployment` with `revision`: `inf` while it
+        still answers with another (its traffic is not yet that revision's), None when it
+        does not serve `deployment` at all."""
+        found = self._live.get(deployment)
+        if found is None:
+            return None
+        return found[1] if found[0] == revision else math.inf
 
     def attach(self, deployment: str, variants: Mapping[str, Served],
                config: MonitoringConfig, inflight: Callable[[], int] | None = None) -> None:

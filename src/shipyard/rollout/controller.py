@@ -11,6 +11,7 @@ digests); each move writes a new revision in the same transaction as the rollout
 from __future__ import annotations
 
 import logging
+import math
 import os
 import socket
 import time
@@ -86,17 +87,21 @@ class Controller:
         return decision
 
     def evidence(self, record: RolloutRecord, plan: RolloutPlan, now: float) -> Evidence:
-        spec = self.registry.current_revision(record.deployment).spec
+        current = self.registry.current_revision(record.deployment)
+        spec = current.spec
         versions = {v["name"]: v["model"].split(":", 1)[1] for v in spec["variants"]}
         digests = {v["name"]: v.get("version_digest") for v in spec["variants"]}
         champion = champion_name(plan)
         candidates = {n: versions[n] for n in candidate_names(plan) if n in versions}
         if plan.strategy == "direct":
             candidates = {champion: versions[champion]}
-        # The window is this step only, from when every server has switched to it: mixing
-        # two splits would fake a ratio mismatch.
+        # The window is this step only, from when this server answers with the step's
+        # revision (loading and warming it may take longer than any fixed grace): mixing
+        # two splits would fake a ratio mismatch. A monitor fed by no fleet here falls back
+        # on the grace.
         started = record.step_started_at.timestamp() + SWITCH_S
-        window = max(0.0, now - started)
+        live = self.monitor.live_since(record.deployment, current.number)
+        window = 0.0 if live == math.inf else max(0.0, now - max(started, live or 0.0))
         return gather(
             self.monitor, record.deployment,
             champion=(champion, versions.get(champion, "")),

@@ -179,6 +179,8 @@ class Fleet:
             self.failed.pop(name, None)
             # One assignment of a new dict: a request sees the old or the new, never a mix.
             self.deployments = {**self.deployments, name: new}
+            if self.monitor is not None:
+                self.monitor.serving(name, revision.number)
             log.info("serving %s revision %s", name, revision.number)
             if live is not None:
                 task = asyncio.create_task(self._retire(live))
