@@ -22,6 +22,8 @@ from sqlalchemy import func, select
 from sqlalchemy import inspect as sqlalchemy_inspect
 
 from shipyard.monitoring.records import (
+    ROWS_PER_CHUNK,
+    Answered,
     PredictionRecord,
     RecordWriter,
     _dumps,
@@ -349,6 +351,57 @@ def test_records_of_several_variants_go_to_blocks_of_their_own(db_store: RecordS
     assert list(frame["request_id"]) == [f"r{k}" for k in range(10)]  # in time order
     assert list(frame["variant"]) == ["a", "b"] * 5
     assert _counts(db_store) == (2, 10, 10)
+
+
+def test_a_hand_off_made_a_chunk_at_a_time_is_stored_in_full_blocks(db_store: RecordStore) -> None:
+    """The writer makes an Answered's records ROWS_PER_CHUNK at a time, as blocks of columns;
+    the store joins neighbouring ones of a variant into blocks of up to BLOCK records, and a
+    fallback's records into blocks of their own."""
+    n = 3 * BLOCK + ROWS_PER_CHUNK + 5
+    now = time.time()
+    fell_back = {7, BLOCK + 1}
+    answered = Answered(
+        "fraud", "a", "m", "1", [f"h{k}" for k in range(n)], np.arange(n) * 1e-3 + now,
+        np.full(n, 2.0), [np.full((1, 2), float(k)) for k in range(n)],
+        [{"label": np.array([k % 3]), "p": np.array([[0.25, 0.75]])} for k in range(n)],
+        [("fallback", "0") if k in fell_back else None for k in range(n)],
+        lambda value: value, False)
+    writer = RecordWriter(db_store, RecordsConfig(), deployment="fraud", key=KEY,
+                          interval_s=0.02, purge_every_s=None)
+    writer.submit_answered(answered)
+    assert writer.close(20) and writer.stats.written == n
+    blocks, held, indexed = _counts(db_store)
+    assert held == indexed == n
+    assert blocks == math.ceil((n - len(fell_back)) / BLOCK) + 1
+    frame = db_store.records("fraud", columns=["request_id", "variant", "version",
+                                               "input.input", "output.label", "output.p"])
+    assert list(frame["request_id"]) == [f"h{k}" for k in range(n)]
+    assert [k for k, v in enumerate(frame["variant"]) if v == "fallback"] == sorted(fell_back)
+    assert frame["input.input"].tolist()[BLOCK + 2] == [float(BLOCK + 2)] * 2
+    assert list(frame["output.label"]) == [k % 3 for k in range(n)]
+    assert frame["output.p"].tolist()[-1] == [0.25, 0.75]
+
+
+def test_a_block_the_database_refuses_is_written_again_record_by_record(
+    db_store: RecordStore,
+) -> None:
+    """A variant name too long for PostgreSQL's column fails the whole transaction; written
+    again one record at a time, only that record is lost (SQLite stores any length)."""
+    items = [f"r{k}" for k in range(10)]
+    answered = Answered(
+        "fraud", "a", "m", "1", items, [time.time()] * 10, [1.0] * 10,
+        [np.ones((1, 2))] * 10, [{"label": np.array([1])}] * 10,
+        [("f" * 65, "0") if k == 4 else None for k in range(10)], lambda value: value, False)
+    writer = RecordWriter(db_store, RecordsConfig(), deployment="fraud", key=KEY,
+                          interval_s=0.02, backoff_s=0.001, purge_every_s=None)
+    writer.submit_answered(answered)
+    assert writer.close(20)
+    stored = set(db_store.records("fraud", columns=["request_id"])["request_id"])
+    if db_store.database.is_sqlite:
+        assert writer.stats.written == 10 and stored == set(items)
+    else:
+        assert (writer.stats.written, writer.stats.failed) == (9, 1)
+        assert stored == set(items) - {"r4"}
 
 
 def test_records_of_the_row_per_record_table_move_into_blocks(db_store: RecordStore) -> None:

@@ -32,11 +32,10 @@ import random
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import partial
-from itertools import repeat
 from typing import Any, Protocol
 
 import numpy as np
@@ -49,6 +48,7 @@ from shipyard.cpu import Pacer
 from shipyard.monitoring.recordstore import (
     MAX_REQUEST_ID,
     PredictionRecord,
+    RecordBlock,
     RecordRow,
     RecordStore,
     array_rows_json,
@@ -192,12 +192,14 @@ def _text(value: Any) -> str:
 
 
 class RecordSink(Protocol):
-    """Where the writer puts stored rows (`recordstore.RecordStore`): tuples in
-    `RECORD_COLUMNS` order, `time` seconds since the epoch, `inputs` and `outputs` JSON text;
-    `inputs` may be the served array itself where the sink has `packs_arrays` true and
-    `recordstore.packable(array)` holds (the database store packs a block's arrays)."""
+    """Where the writer puts stored records (`recordstore.RecordStore`): `RecordBlock`s, or
+    tuples in `RECORD_COLUMNS` order, `time` seconds since the epoch, `inputs` and `outputs`
+    JSON text; `inputs` may be the served array itself where the sink has `packs_arrays`
+    true and `recordstore.packable(array)` holds (the database store packs a block's
+    arrays)."""
 
-    def write(self, rows: Sequence[RecordRow], pace: Callable[[], None] | None = None) -> None: ...
+    def write(self, rows: Sequence[RecordBlock | RecordRow],
+              pace: Callable[[], None] | None = None) -> None: ...
 
     def purge(self, deployment: str, before: datetime) -> tuple[int, int]: ...
 
@@ -406,7 +408,8 @@ class RecordWriter:
 
     def _drain(self) -> None:
         with self._drain_lock:
-            batch: list[RecordRow] = []
+            batch: list[RecordBlock | RecordRow] = []
+            size = 0  # records in batch
             while True:
                 try:
                     item = self._queue.popleft()
@@ -414,16 +417,17 @@ class RecordWriter:
                     break
                 if isinstance(item, threading.Event):
                     self._write(batch)  # everything before the marker, then release it
-                    batch = []
+                    batch, size = [], 0
                     item.set()
                     continue
                 if isinstance(item, Answered):
-                    for rows in self._answered_rows(item):
+                    for made in self._answered_rows(item):
                         self._pace()
-                        batch.extend(rows)
-                        if len(batch) >= self._batch_size:
+                        batch.extend(made)
+                        size += _records_in(made)
+                        if size >= self._batch_size:
                             self._write(batch)
-                            batch = []
+                            batch, size = [], 0
                     if len(item) > 1:
                         with self._answered_lock:
                             self._answered_pending -= len(item) - 1
@@ -432,16 +436,17 @@ class RecordWriter:
                 row = self._row(item)
                 if row is not None:
                     batch.append(row)
-                if len(batch) >= self._batch_size:
+                    size += 1
+                if size >= self._batch_size:
                     self._write(batch)
-                    batch = []
+                    batch, size = [], 0
             self._write(batch)
 
-    def _answered_rows(self, answered: Answered) -> Iterator[list[RecordRow]]:
-        """The rows of a hand-off, a chunk at a time (the drain paces between chunks). A
-        chunk is made column by column, each check over the whole chunk at once; a chunk
-        holding anything odd is made again record by record, so only the odd record is
-        lost."""
+    def _answered_rows(self, answered: Answered) -> Iterator[list[RecordBlock] | list[RecordRow]]:
+        """The records of a hand-off, a chunk at a time (the drain paces between chunks). A
+        chunk is made column by column into blocks, each check over the whole chunk at once;
+        a chunk holding anything odd is made again record by record, so only the odd record
+        is lost."""
         outputs = answered.outputs
         picked = [k for k in range(len(answered)) if outputs[k] is not None]
         if self._sample < 1.0:
@@ -452,18 +457,20 @@ class RecordWriter:
         for start in range(0, len(picked), ROWS_PER_CHUNK):
             chunk = picked[start:start + ROWS_PER_CHUNK]
             try:
-                rows = self._chunk_rows(answered, chunk)
+                blocks = self._chunk_blocks(answered, chunk)
             except Exception:  # noqa: BLE001 - made again one by one below, which says why
-                rows = None
-            if rows is None:
-                rows = [row for row in map(partial(self._item_row, answered), chunk)
-                        if row is not None]
-            yield rows
+                blocks = None
+            if blocks is not None:
+                yield blocks
+                continue
+            yield [row for row in map(partial(self._item_row, answered), chunk)
+                   if row is not None]
 
-    def _chunk_rows(self, answered: Answered, chunk: list[int]) -> list[RecordRow] | None:
-        """The rows of the requests at `chunk` (ascending positions) in one pass per column,
-        or None where any record needs a closer look (`_item_row`): an odd request id, time
-        or deployment, a scrub that fails."""
+    def _chunk_blocks(self, answered: Answered, chunk: list[int]) -> list[RecordBlock] | None:
+        """The records of the requests at `chunk` (ascending positions), one pass per column,
+        as one block per variant that answered (a fallback answers as itself); None where
+        any record needs a closer look (`_item_row`): an odd request id, time or deployment,
+        outputs that are not a dict, a scrub or serialisation that fails."""
         deployment, variant, version = answered.deployment, answered.variant, answered.version
         self._check_name(deployment)
         pick = _picker(chunk)
@@ -484,17 +491,22 @@ class RecordWriter:
         if answered.scrub_inputs:
             batches = [scrub(batch) for batch in batches]
         inputs = list(map(self._inputs, batches))
-        outputs = [self._outputs(scrub(out)) for out in pick(answered.outputs)]
-        size = len(chunk)
+        outputs = list(map(scrub, pick(answered.outputs)))
+        if set(map(type, outputs)) != {dict}:
+            return None
         answered_by = pick(answered.answered_by)
-        variants: Iterable[str] = repeat(variant, size)
-        versions: Iterable[str] = repeat(version, size)
-        if any(answered_by):  # a fallback answered some: their variant and version are its
-            variants = [by[0] if by else variant for by in answered_by]
-            versions = [by[1] if by else version for by in answered_by]
-        return list(zip(repeat(deployment, size), ids, times.tolist(), variants,
-                        repeat(answered.model, size), versions, latency_list, counts, inputs,
-                        outputs, strict=True))
+        model, time_list = answered.model, times.tolist()
+        if not any(answered_by):
+            return [RecordBlock((deployment, variant, model, version), ids, time_list,
+                                latency_list, counts, inputs, self._outputs_of(outputs))]
+        by: dict[tuple[str, str], list[int]] = {}
+        for k, who in enumerate(answered_by):
+            by.setdefault(who or (variant, version), []).append(k)
+        return [RecordBlock((deployment, name, model, name_version), [ids[k] for k in ks],
+                            [time_list[k] for k in ks], [latency_list[k] for k in ks],
+                            [counts[k] for k in ks], [inputs[k] for k in ks],
+                            self._outputs_of([outputs[k] for k in ks]))
+                for (name, name_version), ks in by.items()]
 
     def _item_row(self, answered: Answered, k: int) -> RecordRow | None:
         """The row of the request at position `k`, or None (counted, logged) when it cannot
@@ -559,6 +571,13 @@ class RecordWriter:
                 pass
         return _text(redactor.rows(rows_of(batch)))
 
+    def _outputs_of(self, outputs: list[dict[str, Any]]) -> str | list[str]:
+        """The outputs as a block stores them: for the database, the JSON text of their list
+        in one call (raises where a record needs `_outputs`); else each record's text."""
+        if self._packs and orjson is not None:
+            return _dumps(outputs)
+        return list(map(self._outputs, outputs))
+
     def _outputs(self, outputs: Mapping[str, Any] | None) -> str:
         values = outputs if type(outputs) is dict else dict(outputs or {})
         if orjson is not None:
@@ -568,31 +587,44 @@ class RecordWriter:
                 pass
         return _text(plain(values))
 
-    def _write(self, rows: list[RecordRow]) -> None:
+    def _write(self, rows: list[RecordBlock | RecordRow]) -> None:
         if not rows:
             return
+        count = _records_in(rows)
         for attempt in range(self._retries + 1):
             try:
                 self.sink.write(rows, self._pace)
-                self.stats.written += len(rows)
+                self.stats.written += count
                 return
             except Exception as exc:  # noqa: BLE001 - logged and counted below, never raised
                 self.stats.last_error = _reason(exc)
-                if _row_problem(exc) and len(rows) > 1:
-                    # The database is up but refuses some row: write one by one so a single
-                    # bad row costs only itself.
-                    for row in rows:
+                if _row_problem(exc) and count > 1:
+                    # The database is up but refuses some record: write one by one so a
+                    # single bad record costs only itself.
+                    for row in _one_by_one(rows):
                         self._write([row])
                     return
                 if attempt == self._retries:
-                    self.stats.failed += len(rows)
+                    self.stats.failed += count
                     log.error(
                         "prediction records of %s: gave up on %d records after %d attempts: %s",
-                        self.deployment, len(rows), attempt + 1, self.stats.last_error,
+                        self.deployment, count, attempt + 1, self.stats.last_error,
                     )
                     return
                 self.stats.retries += 1
                 time.sleep(self._backoff_s * 2**attempt)
+
+
+def _records_in(items: Sequence[RecordBlock | RecordRow]) -> int:
+    return sum(len(item) if type(item) is RecordBlock else 1 for item in items)
+
+
+def _one_by_one(items: Sequence[RecordBlock | RecordRow]) -> Iterator[RecordRow]:
+    for item in items:
+        if type(item) is RecordBlock:
+            yield from item.records()
+        else:
+            yield item  # type: ignore[misc]
 
 
 def writer_factory(settings: Settings) -> Callable[[str, MonitoringConfig], RecordWriter | None]:

@@ -1,7 +1,8 @@
 """Where prediction records and feedback are kept: the tables, the files and `RecordStore`.
 
 Records go to the registry's database or to one Parquet file per flush, written atomically
-(`write_parquet`). The writer hands them over as tuples in `RECORD_COLUMNS` order. In the
+(`write_parquet`). The writer hands them over as `RecordBlock`s, the columns of records of one
+variant and version, or as tuples in `RECORD_COLUMNS` order, one per record. In the
 database they are stored in blocks (`prediction_blocks`: up to BLOCK records of one variant
 and version as one JSON body, their inputs' and outputs' JSON joined as the writer made it),
 each record's request id in `prediction_index`, filled from the block's list of ids by one
@@ -23,7 +24,7 @@ import os
 import secrets
 import threading
 import time
-from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -203,6 +204,40 @@ RECORD_COLUMNS = (
     "inputs", "outputs",
 )
 RecordRow = tuple[Any, ...]
+
+
+@dataclass(slots=True)
+class RecordBlock:
+    """Records of one (deployment, variant, model, version) as columns, in `RECORD_COLUMNS`'
+    terms: how the writer hands most records over, with no tuple per record. `outputs` is
+    the JSON text of a list holding each record's outputs, in order (one serialisation for
+    them all, what a database block stores), or each record's JSON text (what a Parquet row
+    stores); `inputs` holds JSON text, or arrays where the store packs them."""
+
+    key: tuple[str, str, str, str]
+    request_ids: Sequence[str]
+    times: Sequence[float | datetime]
+    latencies_ms: Sequence[float | None]
+    rows: Sequence[int]
+    inputs: Sequence[Any]
+    outputs: str | Sequence[str]
+
+    def __len__(self) -> int:
+        return len(self.request_ids)
+
+    def records(self) -> list[RecordRow]:
+        """One tuple per record (for Parquet, and to retry a refused block one by one)."""
+        deployment, variant, model, version = self.key
+        outputs = self.outputs
+        if isinstance(outputs, str):
+            outputs = [_dumps_json(item) for item in _loads_json(outputs)]
+        return [(deployment, request_id, at, variant, model, version, latency, rows, inputs,
+                 output)
+                for request_id, at, latency, rows, inputs, output in zip(
+                    self.request_ids, self.times, self.latencies_ms, self.rows, self.inputs,
+                    outputs, strict=True)]
+
+
 # Records per block: the writer gives way between blocks (about a millisecond each on a slow
 # core), and a feedback lookup decodes one block (~200 kB of JSON).
 BLOCK = 256
@@ -326,46 +361,43 @@ class RecordStore:
 
     # -- writes ------------------------------------------------------------------------------
 
-    def write(self, rows: Sequence[RecordRow | Mapping[str, Any]],
+    def write(self, rows: Sequence[RecordBlock | RecordRow | Mapping[str, Any]],
               pace: Callable[[], None] | None = None) -> None:
-        """Store records (tuples in `RECORD_COLUMNS` order, or mappings of those columns); a
-        request id already stored is skipped. `pace`, when given, is called between chunks of
-        one transaction (a background writer gives the core away there)."""
+        """Store records: `RecordBlock`s, tuples in `RECORD_COLUMNS` order, or mappings of
+        those columns; a request id already stored is skipped. `pace`, when given, is called
+        between blocks of one transaction (a background writer gives the core away there)."""
         if not rows:
             return
-        tuples = [
-            row if type(row) is tuple else tuple(row[name] for name in RECORD_COLUMNS)  # type: ignore[call-overload]
-            for row in rows
-        ]
+        given = [row for row in rows if isinstance(row, RecordBlock)]
+        tuples = [_tuple(row) for row in rows if not isinstance(row, RecordBlock)]
         if self.parquet_dir is not None:
-            self._write_parquet(tuples)
+            self._write_parquet(tuples + [row for block in given for row in block.records()])
             return
         with self.transaction() as conn:
-            for number, (key, columns) in enumerate(_blocks(tuples)):
+            for number, block in enumerate(_coalesced([*given, *_blocks(tuples)])):
                 if number and pace is not None:
                     pace()
-                self._write_block(conn, key, columns)
+                self._write_block(conn, block)
 
-    def _write_block(self, conn: Connection, key: tuple[str, str, str, str],
-                     columns: Sequence[Sequence[Any]]) -> None:
-        """One block (its records' columns) and its request ids' index entries; a request id
-        already stored (or repeated in the block) is left out of the block."""
-        deployment, variant, model, version = key
-        times = _times_us(columns[2])
-        ids = list(columns[1])
+    def _write_block(self, conn: Connection, block: RecordBlock) -> None:
+        """One block and its request ids' index entries; a request id already stored (or
+        repeated in the block) is left out of the block."""
+        deployment, variant, model, version = block.key
+        times = _times_us(block.times)
+        ids = list(block.request_ids)
         ids_text = _dumps_json(ids)
         body = (
-            '{"time_us":' + _dumps_json(times) + ',"latency_ms":' + _dumps_json(columns[6])
-            + ',"rows":' + _dumps_json(columns[7]) + "," + _inputs_json(columns[8])
-            + ',"outputs":[' + ",".join(columns[9]) + "]}"
+            '{"time_us":' + _dumps_json(times) + ',"latency_ms":'
+            + _dumps_json(block.latencies_ms) + ',"rows":' + _dumps_json(block.rows) + ","
+            + _inputs_json(block.inputs) + ',"outputs":' + _list_text(block.outputs) + "}"
         )
-        block: int = conn.execute(_INSERT_BLOCK, {
+        number: int = conn.execute(_INSERT_BLOCK, {
             "deployment": deployment, "variant": variant, "model": model, "version": version,
             "first_time": _at_us(min(times)), "last_time": _at_us(max(times)),
             "count": len(ids), "request_ids": ids_text, "body": body,
         }).inserted_primary_key[0]  # type: ignore[index]
         sqlite = self.database.is_sqlite
-        params = {"deployment": deployment, "block": block, "ids": ids_text}
+        params = {"deployment": deployment, "block": number, "ids": ids_text}
         indexed = conn.execute(_SQLITE_INDEX if sqlite else _PG_INDEX, params).rowcount
         if indexed == len(ids):
             return
@@ -373,12 +405,12 @@ class RecordStore:
         # records whose id now points here.
         held = {int(p) for (p,) in conn.execute(_SQLITE_HELD if sqlite else _PG_HELD, params)}
         if not held:
-            conn.execute(delete(prediction_blocks).where(prediction_blocks.c.id == block))
+            conn.execute(delete(prediction_blocks).where(prediction_blocks.c.id == number))
             return
         decoded = _loads_json(body)
         _drop(ids, decoded, [k for k in range(len(ids)) if k not in held])
         kept = [times[k] for k in held]
-        conn.execute(prediction_blocks.update().where(prediction_blocks.c.id == block).values(
+        conn.execute(prediction_blocks.update().where(prediction_blocks.c.id == number).values(
             first_time=_at_us(min(kept)), last_time=_at_us(max(kept)), count=len(held),
             request_ids=_dumps_json(ids), body=_dumps_json(decoded),
         ))
@@ -826,10 +858,8 @@ def _compress_blocks_with_lz4(engine: Any) -> None:
         log.info("prediction blocks stay pglz-compressed: %s", str(exc).splitlines()[0])
 
 
-def _blocks(rows: Sequence[RecordRow]) -> Iterator[tuple[tuple[str, str, str, str],
-                                                         list[Sequence[Any]]]]:
-    """The rows by (deployment, variant, model, version), in blocks of at most BLOCK, each
-    as its columns."""
+def _blocks(rows: Sequence[RecordRow]) -> Iterator[RecordBlock]:
+    """The rows by (deployment, variant, model, version), in blocks of at most BLOCK."""
     if not rows:
         return
     columns: list[Sequence[Any]] = list(zip(*rows, strict=True))
@@ -837,14 +867,55 @@ def _blocks(rows: Sequence[RecordRow]) -> Iterator[tuple[tuple[str, str, str, st
         # The common case, one variant: no loop over the rows in Python.
         key = (rows[0][0], rows[0][3], rows[0][4], rows[0][5])
         for start in range(0, len(rows), BLOCK):
-            yield key, [column[start:start + BLOCK] for column in columns]
+            yield _block_of(key, [column[start:start + BLOCK] for column in columns])
         return
     groups: dict[tuple[str, str, str, str], list[RecordRow]] = {}
     for row in rows:
         groups.setdefault((row[0], row[3], row[4], row[5]), []).append(row)
     for key, group in groups.items():
         for start in range(0, len(group), BLOCK):
-            yield key, list(zip(*group[start:start + BLOCK], strict=True))
+            yield _block_of(key, list(zip(*group[start:start + BLOCK], strict=True)))
+
+
+def _tuple(row: RecordRow | Mapping[str, Any]) -> RecordRow:
+    return row if type(row) is tuple else tuple(row[name] for name in RECORD_COLUMNS)  # type: ignore[call-overload]
+
+
+def _block_of(key: tuple[str, str, str, str], columns: Sequence[Sequence[Any]]) -> RecordBlock:
+    return RecordBlock(key, columns[1], columns[2], columns[6], columns[7], columns[8],
+                       columns[9])
+
+
+def _list_text(outputs: str | Sequence[str]) -> str:
+    return outputs if isinstance(outputs, str) else "[" + ",".join(outputs) + "]"
+
+
+def _coalesced(blocks: Iterable[RecordBlock]) -> Iterator[RecordBlock]:
+    """Blocks of one key joined, up to BLOCK records each: the writer makes them a chunk at a
+    time, and every stored block costs two statements (and a feedback lookup decodes one)."""
+    pending: dict[tuple[str, str, str, str], tuple[list[RecordBlock], int]] = {}
+    for block in blocks:
+        held, size = pending.get(block.key, ([], 0))
+        if held and size + len(block) > BLOCK:
+            yield _joined(held)
+            held, size = [], 0
+        held.append(block)
+        pending[block.key] = (held, size + len(block))
+    for held, _ in pending.values():
+        yield _joined(held)
+
+
+def _joined(blocks: list[RecordBlock]) -> RecordBlock:
+    if len(blocks) == 1:
+        return blocks[0]
+    return RecordBlock(
+        blocks[0].key,
+        [v for b in blocks for v in b.request_ids], [v for b in blocks for v in b.times],
+        [v for b in blocks for v in b.latencies_ms], [v for b in blocks for v in b.rows],
+        [v for b in blocks for v in b.inputs],
+        # "[a,b]" and "[c]" make "[a,b,c]": a block holds one record at least.
+        "[" + ",".join(_list_text(b.outputs)[1:-1] for b in blocks) + "]",
+    )
 
 
 def _times_us(values: Sequence[float | datetime]) -> list[int]:
