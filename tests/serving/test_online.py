@@ -7,6 +7,8 @@ import math
 import os
 import socket
 import time
+from collections.abc import Callable
+from typing import Any
 
 import httpx
 import numpy as np
@@ -306,15 +308,11 @@ def test_model_failure_log_line_does_not_quote_the_model_error(server: Server):
     assert "asked to fail" not in text
 
 
-def test_a_server_started_with_the_collector_paused_turns_it_back_on(settings):
-    """`shipyard serve` pauses the cyclic collector while it loads (a faster cold start); the
-    app resumes it once started, and freezes what start-up loaded."""
+def _start_and_stop(app: Any, started: Callable[[], list[str]]) -> list[str]:
+    """Run `app`'s ASGI lifespan, startup then shutdown, in a loop of its own; returns the
+    messages it sent, with what `started()` returns right after the startup completed."""
     import asyncio
-    import gc
 
-    from shipyard.serving.server import build_app
-
-    app = build_app(settings, resume_gc=True)
     messages = iter([{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}])
     sent: list[str] = []
 
@@ -324,11 +322,23 @@ def test_a_server_started_with_the_collector_paused_turns_it_back_on(settings):
     async def send(message: dict[str, str]) -> None:
         sent.append(message["type"])
         if message["type"] == "lifespan.startup.complete":
-            sent.append(f"enabled={gc.isenabled()}")
+            sent.extend(started())
 
+    asyncio.run(app({"type": "lifespan"}, receive, send))
+    return sent
+
+
+def test_a_server_started_with_the_collector_paused_turns_it_back_on(settings):
+    """`shipyard serve` pauses the cyclic collector while it loads (a faster cold start); the
+    app resumes it once started, and freezes what start-up loaded."""
+    import gc
+
+    from shipyard.serving.server import build_app
+
+    app = build_app(settings, resume_gc=True)
     gc.disable()
     try:
-        asyncio.run(app({"type": "lifespan"}, receive, send))
+        sent = _start_and_stop(app, lambda: [f"enabled={gc.isenabled()}"])
     finally:
         gc.enable()
         gc.unfreeze()
@@ -338,30 +348,25 @@ def test_a_server_started_with_the_collector_paused_turns_it_back_on(settings):
 def test_the_monitor_learns_when_each_revision_began_answering(models: Models):
     """The rollout controller opens a step's evidence window only once this server answers
     with the step's revision (tests/registry/test_rollout_window.py)."""
-    import asyncio
-
     from shipyard.serving.server import build_app
     from shipyard.settings import Settings
 
     app = build_app(Settings.load({"home": models.home}, environ={}), ["cancer"])
-    assert app.monitor is not None
-    messages = iter([{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}])
+    monitor = app.monitor
+    assert monitor is not None
     seen: dict[str, tuple[float | None, float | None]] = {}
     before = time.time()
 
-    async def receive() -> dict[str, str]:
-        return next(messages)
+    def note() -> list[str]:
+        for name, live in app.fleet.deployments.items():
+            seen[name] = (monitor.live_since(name, live.revision),
+                          monitor.live_since(name, live.revision + 1))
+        return []
 
-    async def send(message: dict[str, str]) -> None:
-        if message["type"] == "lifespan.startup.complete":
-            assert app.monitor is not None
-            for name, live in app.fleet.deployments.items():
-                seen[name] = (app.monitor.live_since(name, live.revision),
-                              app.monitor.live_since(name, live.revision + 1))
-
-    asyncio.run(app({"type": "lifespan"}, receive, send))
-    assert seen and all(before <= now <= time.time() and later == math.inf
-                        for now, later in seen.values()), seen
+    _start_and_stop(app, note)
+    assert list(seen) == ["cancer"]
+    (now, later), = seen.values()
+    assert now is not None and before <= now <= time.time() and later == math.inf, seen
 
 
 @pytest.mark.skipif(not hasattr(os, "SCHED_BATCH"), reason="a Linux scheduling policy")

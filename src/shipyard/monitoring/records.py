@@ -502,11 +502,13 @@ class RecordWriter:
         by: dict[tuple[str, str], list[int]] = {}
         for k, who in enumerate(answered_by):
             by.setdefault(who or (variant, version), []).append(k)
-        return [RecordBlock((deployment, name, model, name_version), [ids[k] for k in ks],
-                            [time_list[k] for k in ks], [latency_list[k] for k in ks],
-                            [counts[k] for k in ks], [inputs[k] for k in ks],
-                            self._outputs_of([outputs[k] for k in ks]))
-                for (name, name_version), ks in by.items()]
+        blocks = []
+        for (name, name_version), positions in by.items():
+            take = _picker(positions)
+            blocks.append(RecordBlock(
+                (deployment, name, model, name_version), take(ids), take(time_list),
+                take(latency_list), take(counts), take(inputs), self._outputs_of(take(outputs))))
+        return blocks
 
     def _item_row(self, answered: Answered, k: int) -> RecordRow | None:
         """The row of the request at position `k`, or None (counted, logged) when it cannot

@@ -11,7 +11,6 @@ digests); each move writes a new revision in the same transaction as the rollout
 from __future__ import annotations
 
 import logging
-import math
 import os
 import socket
 import time
@@ -100,8 +99,8 @@ class Controller:
         # two splits would fake a ratio mismatch. A monitor fed by no fleet here falls back
         # on the grace.
         started = record.step_started_at.timestamp() + SWITCH_S
-        live = self.monitor.live_since(record.deployment, current.number)
-        window = 0.0 if live == math.inf else max(0.0, now - max(started, live or 0.0))
+        live = self.monitor.live_since(record.deployment, current.number)  # inf: not yet
+        window = max(0.0, now - (started if live is None else max(started, live)))
         return gather(
             self.monitor, record.deployment,
             champion=(champion, versions.get(champion, "")),

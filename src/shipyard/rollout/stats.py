@@ -170,7 +170,7 @@ def sample_ratio_mismatch(observed: Mapping[str, int], configured: Mapping[str, 
                    f"{SRM_MIN_EXPECTED:g} expected per variant)")
     if method == "sequential":
         statistic = _log_bayes_factor(counts, shares, SRM_CONCENTRATION)
-        p = min(1.0, math.exp(-statistic)) if statistic > 0 else 1.0
+        p = math.exp(-statistic) if statistic > 0 else 1.0
         test = "anytime-valid"
     else:
         result = sps.chisquare(counts, expected)
