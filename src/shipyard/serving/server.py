@@ -25,6 +25,7 @@ from shipyard.serving.accesslog import AccessLog
 from shipyard.serving.door import LOOPBACK_HOSTS, Door, loopback
 from shipyard.serving.fleet import Fleet
 from shipyard.serving.online import OnlineApp, ServerLimits
+from shipyard.serving.wire import OneWriteProtocol
 from shipyard.settings import Settings
 
 CONFIG_ENV = "SHIPYARD_SERVE_CONFIG"
@@ -122,7 +123,7 @@ def _uvicorn_options(host: str, port: int) -> dict[str, Any]:
     return {
         "host": host,
         "port": port,
-        "http": "httptools",
+        "http": OneWriteProtocol,  # uvicorn's httptools protocol, one write per answer
         "loop": "uvloop",
         "ws": "none",  # no WebSocket routes: skips importing a WebSocket library at start
         "lifespan": "on",
