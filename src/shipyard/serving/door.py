@@ -27,8 +27,8 @@ from shipyard.serving.http import Scope
 PUBLIC = None  # the action of routes anyone may call (health probes)
 MANAGEMENT = frozenset({"rollout.write", "rollback", "keys.manage", "registry.write"})
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
-KEY_CACHE_S = 5.0
-ANONYMOUS = Principal.anonymous()  # a revoked key stops working within this long
+KEY_CACHE_S = 5.0  # a revoked key stops working within this long
+ANONYMOUS = Principal.anonymous()
 
 
 def action_of(method: str, parts: list[str]) -> tuple[str | None, str | None]:
@@ -72,24 +72,37 @@ class Door:
 
     def admit(self, scope: Scope, parts: list[str]) -> tuple[Principal, str | None]:
         """The caller's principal and the route's deployment; raises 4xx otherwise."""
-        self._check_host(scope)
+        # One pass over the headers for everything the door reads (the first Host and
+        # Sec-Fetch-Site count; every credential header is kept, to refuse two).
+        host = site = None
+        sent: list[tuple[bytes, bytes]] = []
+        for key, value in scope["headers"]:
+            if key == b"host":
+                host = value if host is None else host
+            elif key == b"sec-fetch-site":
+                site = value if site is None else site
+            elif key == b"authorization" or key == b"x-api-key":
+                sent.append((key, value))
+        self._check_host(None if host is None else bytes(host).decode("latin-1"))
         method = scope["method"]
         action, deployment = action_of(method, parts)
-        if method == "POST" and _header(scope, b"sec-fetch-site") == "cross-site":
+        if method == "POST" and site == b"cross-site":
             raise ForbiddenError("Cross-site requests may not change anything here.",
                                  hint="Call the API from your own code, not from a web page.")
         if action is PUBLIC:
             return ANONYMOUS, None
-        sent = [(k, v) for k, v in scope["headers"] if k in (b"authorization", b"x-api-key")]
         if len(sent) > 1:
             # A dict would keep only the last: a garbage first header must not hide a second.
             raise UnauthorizedError("The request carries more than one credential.",
                                     hint="Send one Authorization: Bearer header.")
-        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in sent}
-        principal = authenticate(
-            headers, keys=self.keys, jwt=self.jwt,
-            auth_required=self.auth_required or action in MANAGEMENT, now=datetime.now(UTC),
-        )
+        required = self.auth_required or action in MANAGEMENT
+        if not sent and not required:
+            principal = ANONYMOUS  # what authenticate gives for no credential, without a clock
+        else:
+            principal = authenticate(
+                {k.decode("latin-1"): v.decode("latin-1") for k, v in sent},
+                keys=self.keys, jwt=self.jwt, auth_required=required, now=datetime.now(UTC),
+            )
         if action in MANAGEMENT and principal.kind is PrincipalKind.ANONYMOUS:
             raise UnauthorizedError("Changing traffic needs a credential.",
                                     hint="Create a key: shipyard keys create --role deployer")
@@ -99,8 +112,7 @@ class Door:
             limit(self.limiter, f"key:{principal.key_id}", rate, burst)
         return principal, deployment
 
-    def _check_host(self, scope: Scope) -> None:
-        host = _header(scope, b"host")
+    def _check_host(self, host: str | None) -> None:
         if host is None or "*" in self.allowed_hosts:
             return
         name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
@@ -119,13 +131,6 @@ def limit(limiter: RateLimiter, bucket: str, rate: float, burst: float) -> None:
             hint=f"Retry after {decision.retry_after_header} s.",
             retry_after=decision.retry_after_header,
         )
-
-
-def _header(scope: Scope, name: bytes) -> str | None:
-    for key, value in scope["headers"]:
-        if key == name:
-            return bytes(value).decode("latin-1")
-    return None
 
 
 class CachedKeys:
