@@ -63,3 +63,27 @@ def test_the_pacer_gives_the_core_away_once_per_slice(monkeypatch: pytest.Monkey
         always()
     assert len(given) == 5
 
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/task"), reason="thread names live in /proc")
+def test_a_server_thread_carries_its_name_at_the_os_level():
+    import asyncio
+    import threading
+
+    from shipyard.serving.batcher import Batcher
+
+    batcher = Batcher(lambda items: items, name="cancer-champion-and-more")
+
+    async def one() -> object:
+        return await batcher.submit("x")
+
+    try:
+        assert asyncio.run(one()) == "x"  # the thread has run: it names itself first
+        tid = batcher._thread.native_id
+        with open(f"/proc/self/task/{tid}/comm") as comm:
+            # Less the "shipyard-" prefix, cut to Linux's 15 characters.
+            assert comm.read().strip() == "cancer-champion"
+    finally:
+        batcher.close()
+    with open(f"/proc/self/task/{threading.get_native_id()}/comm") as comm:
+        assert comm.read().strip() != "cancer-champion"  # the caller's own name is untouched

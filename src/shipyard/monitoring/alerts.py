@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, Protocol
 from urllib.parse import urlsplit
 
+from shipyard.cpu import name_thread
 from shipyard.errors import ConfigError
 from shipyard.routing import AlertRule
 from shipyard.security.urls import check_outbound
@@ -164,6 +165,7 @@ class WebhookSink:
             self._thread.join(timeout_s)
 
     def _run(self) -> None:
+        name_thread()
         while True:
             with self._cond:
                 while not self._queue and not self._closing:

@@ -43,7 +43,7 @@ import pandas as pd
 
 from shipyard.bundle.manifest import Schema
 from shipyard.bundle.schema import concat
-from shipyard.cpu import Pacer
+from shipyard.cpu import Pacer, name_thread
 from shipyard.errors import NotFoundError, ShipyardError, UserError
 from shipyard.monitoring.alerts import AlertEvaluator
 from shipyard.monitoring.drift import DriftReport, drift_report
@@ -647,6 +647,7 @@ class Monitor:
     # -- the flusher -------------------------------------------------------------------------
 
     def _run(self) -> None:
+        name_thread()
         pace = Pacer()
         while not self._stop.wait(self.flush_s):
             pace.restart()

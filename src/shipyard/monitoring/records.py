@@ -44,7 +44,7 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from shipyard.bundle.manifest import NAME_PATTERN
 from shipyard.bundle.schema import ARRAY_FIELD, TEXT_FIELD
-from shipyard.cpu import Pacer
+from shipyard.cpu import Pacer, name_thread
 from shipyard.monitoring.recordstore import (
     MAX_REQUEST_ID,
     PredictionRecord,
@@ -381,6 +381,7 @@ class RecordWriter:
     # -- the thread --------------------------------------------------------------------------
 
     def _run(self) -> None:
+        name_thread()
         while True:
             self._wake.wait(self._interval_s)
             self._wake.clear()

@@ -25,7 +25,7 @@ from typing import IO, Any
 
 import orjson
 
-from shipyard.cpu import Pacer
+from shipyard.cpu import Pacer, name_thread
 from shipyard.security.pii import redact_text
 
 FIELDS = (
@@ -121,6 +121,7 @@ class AccessLog:
     def _run(self) -> None:
         # Wake on a timer, not per entry: a blocking get() would wake this thread (and hand it
         # the GIL) once per request, which costs the server more than the logging itself.
+        name_thread()
         pace = Pacer()
         while True:
             stop = self._stop.wait(FLUSH_S)

@@ -21,6 +21,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from shipyard.cpu import name_thread
+
 log = logging.getLogger("shipyard.serving")
 Job = Callable[[Sequence[Any]], Sequence[Any]]
 Entry = tuple[Any, int, "asyncio.Future[Any]"]
@@ -110,6 +112,7 @@ class Batcher:
         return taken
 
     def _work(self) -> None:
+        name_thread()
         self._closed_seen = False
         if self.on_start is not None:
             try:
