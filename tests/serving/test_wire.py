@@ -147,6 +147,16 @@ def test_one_write_passes_everything_else_to_the_transport() -> None:
     assert transport.writes[-1] == b"HTTP/1.1 200 OK\r\n\r\n" and transport.closed
 
 
+def test_a_head_held_for_a_client_that_left_is_dropped() -> None:
+    """uvicorn closes the transport when the connection is lost: nothing is written then."""
+    transport = Recording()
+    wrapper = OneWrite(transport)  # type: ignore[arg-type]
+    wrapper.write(b"HTTP/1.1 200 OK\r\n\r\n")
+    transport.closed = True  # the connection was lost before the body
+    wrapper.close()
+    assert transport.writes == []
+
+
 # -- over a real socket, against the shared server ---------------------------------------------
 
 

@@ -47,7 +47,8 @@ class OneWrite:
         self._fresh = True
         if self._head is not None:
             head, self._head = self._head, None
-            self._transport.write(head)
+            if not self._transport.is_closing():  # a client that left gets nothing more
+                self._transport.write(head)
 
     def close(self) -> None:
         self.next_response()
