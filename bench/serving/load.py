@@ -117,6 +117,26 @@ class ProcessTree:
             ticks += sum(int(v) for v in fields[11:15])
         return ticks / CLOCK_TICKS
 
+    def cpu_by_thread(self) -> dict[str, float]:
+        """CPU seconds of the tree's threads by name (threads of one name summed; a process's
+        first thread is "main"). shipyard names its own threads (`shipyard.cpu.name_thread`):
+        the model thread is its deployment and variant, then access-log, records-NAME,
+        monitor."""
+        found: dict[str, float] = {}
+        for pid in self.pids():
+            for task in Path(f"/proc/{pid}/task").glob("*"):
+                try:
+                    stat = (task / "stat").read_text()
+                except OSError:
+                    continue
+                end = stat.rindex(")")
+                name = "main" if task.name == str(pid) else stat[stat.index("(") + 1:end]
+                fields = stat[end + 2:].split()
+                # fields[11], fields[12]: the thread's utime and stime (stat fields 14, 15).
+                ticks = int(fields[11]) + int(fields[12])
+                found[name] = found.get(name, 0.0) + ticks / CLOCK_TICKS
+        return found
+
     def memory_mib(self) -> tuple[float, float]:
         """(RSS summed over the tree, PSS summed over the tree) in MiB."""
         rss = pss = 0

@@ -231,10 +231,14 @@ def measure_point(running: Running, script: Path, c: int,
         if args.warmup > 0:
             run_wrk(running.port, script, c, args.warmup)
         before, core_before = running.tree.cpu_seconds(), core_busy_seconds(SERVER_CORE)
+        threads_before = running.tree.cpu_by_thread()
         result = run_wrk(running.port, script, c, args.duration)
         used = running.tree.cpu_seconds() - before
         others = core_busy_seconds(SERVER_CORE) - core_before - used
         p = point(result, used)
+        p["cpu_s_by_thread"] = {
+            name: seconds - threads_before.get(name, 0.0)
+            for name, seconds in running.tree.cpu_by_thread().items()}
         p["server_core_busy_pct"] = 100 * used / result.seconds
         p["server_core_others_pct"] = max(0.0, 100 * others / result.seconds)
         p["attempts"] = attempt + 1
@@ -375,6 +379,9 @@ def combine(rounds: list[dict[str, Any]]) -> dict[str, Any]:
         "non_2xx": sum(p["non_2xx"] for p in rounds),
         "errors": sum(p["errors"] for p in rounds),
         "cpu_us_per_req": cpu_s / ok * 1e6 if ok else None,
+        "cpu_us_per_req_by_thread": {
+            name: sum(p.get("cpu_s_by_thread", {}).get(name, 0.0) for p in rounds) / ok * 1e6
+            for name in {n for p in rounds for n in p.get("cpu_s_by_thread", {})}} if ok else {},
         "server_core_busy_pct": statistics.mean(p["server_core_busy_pct"] for p in rounds),
         "server_core_others_pct": max(p["server_core_others_pct"] for p in rounds),
         "attempts": sum(p["attempts"] for p in rounds),
@@ -590,6 +597,22 @@ def slices_table(results: dict[str, dict[str, Any]], levels: list[int],
     return lines
 
 
+def threads_table(results: dict[str, dict[str, Any]], levels: list[int]) -> list[str]:
+    """shipyard's CPU per request by thread, over every round: where the time goes."""
+    lines = ["", "shipyard's server CPU per request by thread (us, every round; 'main' is the "
+             "event loop, the deployment-variant thread runs the model):", "",
+             "| server | c | by thread |", "|---|---:|---|"]
+    for name, res in results.items():
+        if not name.startswith("shipyard") or not res.get("points"):
+            continue
+        for c in levels:
+            used = res["points"][str(c)].get("cpu_us_per_req_by_thread", {})
+            shown = ", ".join(f"{thread} {us:.1f}" for thread, us in
+                              sorted(used.items(), key=lambda item: -item[1]) if us >= 0.05)
+            lines.append(f"| {name} | {c} | {shown or '-'} |")
+    return lines if len(lines) > 5 else []
+
+
 def report(results: dict[str, dict[str, Any]], levels: list[int], info: dict[str, Any],
            args: argparse.Namespace) -> tuple[str, list[dict[str, Any]]]:
     rel = ratios(results, levels)
@@ -610,6 +633,7 @@ def report(results: dict[str, dict[str, Any]], levels: list[int], info: dict[str
                 f"{' **noisy**' if p['server_core_others_pct'] > NOISY_PCT else ''} | "
                 f"{'**FLAG** ' if bad else ''}{p['non_2xx']} / {p['errors']} |")
     lines += slices_table(results, levels, args)
+    lines += threads_table(results, levels)
     lines += ["", "| server | cold start s (median) | cold starts s | RSS MiB | PSS MiB | "
               "processes | versions |", "|---|---:|---|---:|---:|---:|---|"]
     for name, res in results.items():
