@@ -177,6 +177,7 @@ def measure_point(running: Any, script: Path, c: int, args: argparse.Namespace) 
             warm = run_wrk(running.port, script, c, args.warmup)
             answered += warm.ok_requests
         before, core_before = running.tree.cpu_seconds(), core_busy_seconds(SERVER_CORE)
+        threads_before = running.tree.cpu_by_thread()
         result = run_wrk(running.port, script, c, args.duration)
         used = running.tree.cpu_seconds() - before
         others = core_busy_seconds(SERVER_CORE) - core_before - used
@@ -184,6 +185,10 @@ def measure_point(running: Any, script: Path, c: int, args: argparse.Namespace) 
         time.sleep(args.drain_s)
         after = running.tree.cpu_seconds() - before - used
         p = serving.point(result, used)
+        p["cpu_us_per_req_by_thread"] = {
+            name: (seconds - threads_before.get(name, 0.0)) / result.ok_requests * 1e6
+            for name, seconds in running.tree.cpu_by_thread().items()
+        } if result.ok_requests else {}
         p["server_core_busy_pct"] = 100 * used / result.seconds
         p["server_core_others_pct"] = max(0.0, 100 * others / result.seconds)
         p["cpu_us_per_req_with_drain"] = ((used + after) / result.ok_requests * 1e6
@@ -379,6 +384,26 @@ def fmt(value: float | None, digits: int = 0) -> str:
     return "-" if value is None else f"{value:,.{digits}f}"
 
 
+def threads_table(rounds: list[dict[str, dict[str, Any]]], levels: list[int]) -> list[str]:
+    """Server CPU per request by thread, the drain included (medians over the rounds): which
+    thread pays for monitoring and records ('main' is the event loop; shipyard names the
+    others: the model thread after its deployment and variant, then access-log,
+    records-NAME, monitor)."""
+    lines = ["", "Server CPU per request by thread, with the drain (us; median over the "
+             "rounds):", "", "| configuration | c | by thread |", "|---|---:|---|"]
+    for c in levels:
+        for config in CONFIGS:
+            seen: dict[str, list[float]] = {}
+            for r in rounds:
+                point_ = r.get(config.name, {}).get("points", {}).get(str(c), {})
+                for thread, us in point_.get("cpu_us_per_req_by_thread", {}).items():
+                    seen.setdefault(thread, []).append(us)
+            medians = sorted(((statistics.median(v), k) for k, v in seen.items()), reverse=True)
+            shown = ", ".join(f"{thread} {us:.1f}" for us, thread in medians if us >= 0.05)
+            lines.append(f"| {config.name} | {c} | {shown or '-'} |")
+    return lines
+
+
 def report(summary: dict[str, Any], found: list[dict[str, Any]],
            rounds: list[dict[str, dict[str, Any]]], levels: list[int], info: dict[str, Any],
            specs: dict[str, Any], args: argparse.Namespace,
@@ -447,6 +472,7 @@ def report(summary: dict[str, Any], found: list[dict[str, Any]],
               "does not. Its paired median pairs each round's points as the throughput "
               "column does; its ratio of medians does not, so a host whose speed swings "
               "between rounds moves it more."]
+    lines += threads_table(rounds, levels)
     lines += ["", "Records: stored per server against the requests it answered (warm-up, "
               "measured and probes; counted after a graceful stop, which drains the writer).",
               "", "| configuration | round | records stored | requests answered |",
