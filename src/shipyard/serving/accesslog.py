@@ -119,9 +119,9 @@ class AccessLog:
                 pass  # a closed stream must not take the server down
 
     def _run(self) -> None:
+        name_thread()
         # Wake on a timer, not per entry: a blocking get() would wake this thread (and hand it
         # the GIL) once per request, which costs the server more than the logging itself.
-        name_thread()
         pace = Pacer()
         while True:
             stop = self._stop.wait(FLUSH_S)
