@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from shipyard.bundle.manifest import FieldSpec
-from shipyard.serving.variant import InputRejected, Variant
+from shipyard.serving.variant import InputRejected, ModelFailure, Variant
 
 SPECS = [FieldSpec(name="score", dtype="float64", minimum=0.0, maximum=1.0),
          FieldSpec(name="label", dtype="int64")]
@@ -56,3 +56,26 @@ def test_a_lone_request_gets_the_same_answer_as_in_a_batch() -> None:
     assert alone[0].details == batched[1].details
     assert alone[0].details["rule"] == "nullable" and alone[0].details["row"] == 1
     assert batched[0]["score"].tolist() == [0.2]  # type: ignore[index]
+
+
+@pytest.mark.parametrize("scores", [
+    np.array(["0.5", "0.25"]),                      # text, even text that reads as numbers
+    np.array([0.5, "card 4111 1111 1111 1111"], dtype=object),
+    np.array([0.5, {"x": 1}], dtype=object),
+])
+def test_text_where_the_schema_says_number_is_the_models_failure(scores: np.ndarray) -> None:
+    """Not a 422 for the caller (no input of theirs caused it), not a 500 either: the model
+    failed, so the fallback answers or the server says 503."""
+    owner = SimpleNamespace(outputs_spec=SPECS)
+    outputs = {"score": scores, "label": np.arange(len(scores))}
+    with pytest.raises(ModelFailure, match="where the schema says float64") as failure:
+        Variant._checked(owner, outputs, [np.zeros((1, 2)), np.zeros((1, 2))])  # type: ignore[arg-type]
+    assert "4111" not in failure.value.args[0]  # the value itself is never quoted
+
+
+def test_numbers_and_nulls_as_python_objects_still_pass() -> None:
+    nullable = [FieldSpec(name="score", dtype="float64", nullable=True)]
+    owner = SimpleNamespace(outputs_spec=nullable)
+    outputs = {"score": np.array([0.5, None], dtype=object)}
+    parts = Variant._checked(owner, outputs, [np.zeros((2, 2))])  # type: ignore[arg-type]
+    assert parts[0]["score"].tolist() == [0.5, None]  # type: ignore[index]

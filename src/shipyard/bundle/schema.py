@@ -876,4 +876,32 @@ def check_outputs(outputs: Mapping[str, np.ndarray], specs: Sequence[FieldSpec])
             )
         values = np.asarray(outputs[spec.name])
         if spec.dtype not in ("string", "category"):
-            _check_numeric(spec, values.astype(np.float64, copy=False), allow_nan=spec.nullable)
+            _check_numeric(spec, _numbers_of(spec, values), allow_nan=spec.nullable)
+
+
+OUTPUT_TYPE = "output_type"  # the rule a model breaks by answering text where numbers belong
+_NOT_NUMBERS = {"U": "text", "S": "bytes", "c": "complex numbers", "M": "dates", "m": "durations"}
+
+
+def _numbers_of(spec: FieldSpec, values: np.ndarray) -> np.ndarray:
+    """A numeric output as float64. Text is refused even where it reads as a number ("1.5"):
+    the caller would get a string where the schema promises a number."""
+    kind = values.dtype.kind
+    if kind in "biuf":
+        return values.astype(np.float64, copy=False)
+    row: int | None = 0
+    what = _NOT_NUMBERS.get(kind, "values that are not numbers")
+    if kind == "O":  # Python objects: numbers and None (nullable) are fine
+        rows = values.reshape(len(values), -1) if values.ndim else values.reshape(1, 1)
+        text = [r for r, items in enumerate(rows)
+                if any(isinstance(v, str | bytes) for v in items)]
+        if text:
+            row, what = text[0], "text"
+        else:
+            try:
+                return values.astype(np.float64)
+            except (TypeError, ValueError):
+                row = None
+    raise _fail(spec.name, row, OUTPUT_TYPE,
+                f"the model answered {what} where the schema says {spec.dtype}.",
+                "Fix the model's postprocessing, or the output schema.")
