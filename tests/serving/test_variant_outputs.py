@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from shipyard.bundle.manifest import FieldSpec
+from shipyard.bundle.schema import OutputTypeError, check_outputs
 from shipyard.serving.variant import InputRejected, ModelFailure, Variant
 
 SPECS = [FieldSpec(name="score", dtype="float64", minimum=0.0, maximum=1.0),
@@ -79,3 +80,23 @@ def test_numbers_and_nulls_as_python_objects_still_pass() -> None:
     outputs = {"score": np.array([0.5, None], dtype=object)}
     parts = Variant._checked(owner, outputs, [np.zeros((2, 2))])  # type: ignore[arg-type]
     assert parts[0]["score"].tolist() == [0.5, None]  # type: ignore[index]
+
+
+def test_a_type_error_is_found_behind_another_fields_range_error() -> None:
+    """Kinds are checked before values: a score out of range in one field must not turn the
+    model's text in another into a 422 for the caller."""
+    owner = SimpleNamespace(outputs_spec=SPECS)
+    outputs = {"score": np.array([7.0, 0.5]), "label": np.array([1, "x"], dtype=object)}
+    with pytest.raises(ModelFailure, match="'label' at row 1"):
+        Variant._checked(owner, outputs, [np.zeros((1, 2)), np.zeros((1, 2))])  # type: ignore[arg-type]
+
+
+def test_an_empty_object_array_does_not_crash_the_check() -> None:
+    check_outputs({"score": np.array([], dtype=object)}, [FieldSpec(name="score", dtype="float64")])
+
+
+def test_text_in_rows_of_several_values_is_refused_with_its_row() -> None:
+    values = np.array([[0.1, 0.2], [0.3, "x"]], dtype=object)
+    with pytest.raises(OutputTypeError) as refused:
+        check_outputs({"score": values}, [FieldSpec(name="score", dtype="float64")])
+    assert refused.value.details["row"] == 1

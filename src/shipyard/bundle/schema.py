@@ -865,7 +865,10 @@ def _limit(rows: int, max_rows: int | None) -> None:
 
 
 def check_outputs(outputs: Mapping[str, np.ndarray], specs: Sequence[FieldSpec]) -> None:
-    """Refuse model outputs that break the output schema (a broken model, not a bad caller)."""
+    """Refuse model outputs that break the output schema (a broken model, not a bad caller).
+    Every field's kind is checked before any field's values, so an `OutputTypeError` (the
+    model's bug whatever the input) is never hidden behind a value rule of another field."""
+    numbers: list[tuple[FieldSpec, np.ndarray]] = []
     for spec in specs:
         if spec.name not in outputs:
             raise SchemaError(
@@ -874,12 +877,16 @@ def check_outputs(outputs: Mapping[str, np.ndarray], specs: Sequence[FieldSpec])
                 field=spec.name,
                 rule="output",
             )
-        values = np.asarray(outputs[spec.name])
         if spec.dtype not in ("string", "category"):
-            _check_numeric(spec, _numbers_of(spec, values), allow_nan=spec.nullable)
+            numbers.append((spec, _numbers_of(spec, np.asarray(outputs[spec.name]))))
+    for spec, values in numbers:
+        _check_numeric(spec, values, allow_nan=spec.nullable)
 
 
-OUTPUT_TYPE = "output_type"  # the rule a model breaks by answering text where numbers belong
+class OutputTypeError(SchemaError):
+    """The model answered text (or another kind of value) where the schema says number."""
+
+
 _NOT_NUMBERS = {"U": "text", "S": "bytes", "c": "complex numbers", "M": "dates", "m": "durations"}
 
 
@@ -892,16 +899,16 @@ def _numbers_of(spec: FieldSpec, values: np.ndarray) -> np.ndarray:
     row: int | None = 0
     what = _NOT_NUMBERS.get(kind, "values that are not numbers")
     if kind == "O":  # Python objects: numbers and None (nullable) are fine
-        rows = values.reshape(len(values), -1) if values.ndim else values.reshape(1, 1)
-        text = [r for r, items in enumerate(rows)
-                if any(isinstance(v, str | bytes) for v in items)]
-        if text:
-            row, what = text[0], "text"
+        flat = values.reshape(-1)
+        first = next((i for i, v in enumerate(flat) if isinstance(v, str | bytes)), None)
+        if first is not None:
+            per_row = flat.size // len(values) if values.ndim else 1
+            row, what = first // per_row, "text"
         else:
             try:
                 return values.astype(np.float64)
             except (TypeError, ValueError):
                 row = None
-    raise _fail(spec.name, row, OUTPUT_TYPE,
+    raise _fail(spec.name, row, "output_type",
                 f"the model answered {what} where the schema says {spec.dtype}.",
-                "Fix the model's postprocessing, or the output schema.")
+                "Fix the model's postprocessing, or the output schema.", error=OutputTypeError)

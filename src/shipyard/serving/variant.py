@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from shipyard.bundle.schema import OUTPUT_TYPE, check_outputs, concat
+from shipyard.bundle.schema import OutputTypeError, check_outputs, concat
 from shipyard.errors import SchemaError
 from shipyard.monitoring.monitor import KeepShare
 from shipyard.routing import ServingConfig
@@ -133,11 +133,11 @@ class Variant:
             # Every rule is per value: a batch that passes as a whole passes request by request.
             check_outputs(outputs, self.outputs_spec)
             return list(split(outputs, sizes))
+        except OutputTypeError as exc:
+            # The wrong kind of value is the model's bug, whatever the input: a fallback or a
+            # 503, as when the model raises.
+            raise ModelFailure(exc.message) from exc
         except SchemaError as exc:
-            if exc.details.get("rule") == OUTPUT_TYPE:
-                # The wrong kind of value is the model's bug, whatever the input: a fallback or
-                # a 503, as when the model raises.
-                raise ModelFailure(exc.message) from exc
             if len(batches) == 1:
                 return [_broke_schema(exc)]
         # Checked per request: one caller's extreme input must not fail its batch-mates.
