@@ -63,7 +63,7 @@ HERE = Path(__file__).resolve().parent
 SERVING = HERE.parent / "serving"
 sys.path.insert(0, str(SERVING))
 
-from load import core_busy_seconds, run_wrk, write_script  # noqa: E402
+from load import by_thread, core_busy_seconds, run_wrk, write_script  # noqa: E402
 from model import MODEL_FILE, save  # noqa: E402
 from servers import MAIN_VENV, PEERS, Context, Server, shipyard_body  # noqa: E402
 
@@ -398,9 +398,8 @@ def threads_table(rounds: list[dict[str, dict[str, Any]]], levels: list[int]) ->
                 point_ = r.get(config.name, {}).get("points", {}).get(str(c), {})
                 for thread, us in point_.get("cpu_us_per_req_by_thread", {}).items():
                     seen.setdefault(thread, []).append(us)
-            medians = sorted(((statistics.median(v), k) for k, v in seen.items()), reverse=True)
-            shown = ", ".join(f"{thread} {us:.1f}" for us, thread in medians if us >= 0.05)
-            lines.append(f"| {config.name} | {c} | {shown or '-'} |")
+            medians = {thread: statistics.median(us) for thread, us in seen.items()}
+            lines.append(f"| {config.name} | {c} | {by_thread(medians)} |")
     return lines
 
 

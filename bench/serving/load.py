@@ -112,9 +112,8 @@ class ProcessTree:
                 stat = Path(f"/proc/{pid}/stat").read_text()
             except OSError:
                 continue
-            fields = stat[stat.rindex(")") + 2:].split()
-            # fields[11..14] are utime, stime, cutime, cstime (stat fields 14 to 17).
-            ticks += sum(int(v) for v in fields[11:15])
+            # utime, stime, cutime, cstime (stat fields 14 to 17).
+            ticks += sum(int(v) for v in _fields(stat)[11:15])
         return ticks / CLOCK_TICKS
 
     def cpu_by_thread(self) -> dict[str, float]:
@@ -129,11 +128,9 @@ class ProcessTree:
                     stat = (task / "stat").read_text()
                 except OSError:
                     continue
-                end = stat.rindex(")")
-                name = "main" if task.name == str(pid) else stat[stat.index("(") + 1:end]
-                fields = stat[end + 2:].split()
-                # fields[11], fields[12]: the thread's utime and stime (stat fields 14, 15).
-                ticks = int(fields[11]) + int(fields[12])
+                name = ("main" if task.name == str(pid)
+                        else stat[stat.index("(") + 1:stat.rindex(")")])
+                ticks = sum(int(v) for v in _fields(stat)[11:13])  # the thread's utime, stime
                 found[name] = found.get(name, 0.0) + ticks / CLOCK_TICKS
         return found
 
@@ -151,6 +148,19 @@ class ProcessTree:
             except OSError:
                 continue
         return rss / 1024, pss / 1024
+
+
+def _fields(stat: str) -> list[str]:
+    """/proc/PID/stat's fields after the command name (which may hold spaces): index 0 is
+    field 3, the state."""
+    return stat[stat.rindex(")") + 2:].split()
+
+
+def by_thread(us: dict[str, float]) -> str:
+    """"name us, ..." for CPU per request by thread, the largest first (what shows in the
+    benchmarks' thread tables)."""
+    return ", ".join(f"{name} {value:.1f}" for name, value in
+                     sorted(us.items(), key=lambda item: -item[1]) if value >= 0.05) or "-"
 
 
 def core_busy_seconds(core: int) -> float:

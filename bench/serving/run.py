@@ -61,7 +61,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from load import ProcessTree, WrkResult, core_busy_seconds, run_wrk, write_script
+from load import ProcessTree, WrkResult, by_thread, core_busy_seconds, run_wrk, write_script
 from model import MODEL_FILE, save
 from servers import DEFAULT_SERVERS, HERE, MAIN_VENV, SERVERS, Context, Server
 
@@ -607,9 +607,7 @@ def threads_table(results: dict[str, dict[str, Any]], levels: list[int]) -> list
             continue
         for c in levels:
             used = res["points"][str(c)].get("cpu_us_per_req_by_thread", {})
-            shown = ", ".join(f"{thread} {us:.1f}" for thread, us in
-                              sorted(used.items(), key=lambda item: -item[1]) if us >= 0.05)
-            lines.append(f"| {name} | {c} | {shown or '-'} |")
+            lines.append(f"| {name} | {c} | {by_thread(used)} |")
     return lines if len(lines) > 5 else []
 
 
